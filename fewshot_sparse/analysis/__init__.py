@@ -1,0 +1,1 @@
+"""fewshot_sparse.analysis"""
