@@ -1,0 +1,1 @@
+"""fewshot_sparse.engine: the only training and evaluation loops, checkpoints, logging."""

@@ -1,0 +1,17 @@
+"""Errors that the CLI reports as one clear line (and a non-zero exit), never a traceback."""
+
+
+class FewshotSparseError(ValueError):
+    """Base class: bad input from the user (a file, field, shape or setting at fault)."""
+
+
+class DataError(FewshotSparseError):
+    """A dataset file or folder is missing, malformed, or does not hold what it should."""
+
+
+class ConfigError(FewshotSparseError):
+    """A configuration key does not exist or has the wrong type or value."""
+
+
+class CheckpointError(FewshotSparseError):
+    """A checkpoint is missing, corrupt, or belongs to another model."""
