@@ -1,1 +1,32 @@
-"""fewshot_sparse.analysis"""
+"""fewshot_sparse.analysis: per-task feature usage (statistics, figures, exports).
+
+Pure functions on active masks [T, D], group norms [T, D] and class ids [T, N]:
+:func:`compute_feature_usage` builds a :class:`FeatureUsageStats`;
+:func:`feature_usage_figures` turns it into matplotlib Figures (e.g. for TensorBoard);
+:func:`save_feature_usage` writes PNGs, .npz, CSV and a text summary.
+``fewshot_sparse.analysis.inspection.feature_usage`` runs a checkpoint on test episodes and
+does all of it.
+"""
+
+from fewshot_sparse.analysis.export import save_arrays, save_feature_usage, save_tables
+from fewshot_sparse.analysis.figures import feature_usage_figures, save_figures
+from fewshot_sparse.analysis.stats import (
+    FeatureUsageStats,
+    active_counts,
+    compute_feature_usage,
+    jaccard_matrix,
+    mean_jaccard,
+    shared_class_overlap,
+    summary_text,
+    usage_counts,
+    usage_frequency,
+    usage_order,
+    usage_per_class,
+)
+
+__all__ = [
+    "FeatureUsageStats", "active_counts", "compute_feature_usage", "feature_usage_figures",
+    "jaccard_matrix", "mean_jaccard", "save_arrays", "save_feature_usage", "save_figures",
+    "save_tables", "shared_class_overlap", "summary_text", "usage_counts",
+    "usage_frequency", "usage_order", "usage_per_class",
+]

@@ -1,1 +1,5 @@
-"""fewshot_sparse.reference"""
+"""cvxpylayers versions of the heads' problems (slow, exact; for tests and benchmarks)."""
+
+from fewshot_sparse.reference.group_lasso_svm import GroupLassoSVMReference
+
+__all__ = ["GroupLassoSVMReference"]

@@ -1,0 +1,181 @@
+"""``prepare``: read a dataset in any supported on-disk format once and write the one
+fast cache every other part of the package reads (see docs/formats.md).
+
+Cache layout::
+
+    out/manifest.json          per split: class names, class counts, image count, image
+                               shape, channel mean/std; source format; content hash
+    out/<split>/images.npy     uint8 [N, H, W, C]  (opened later with mmap)
+    out/<split>/labels.npy     int64 [N], 0..n_classes-1
+
+Everything is written into a temporary folder next to ``out`` and renamed into place
+at the end, so ``out`` is never half-written. Images are streamed into an
+``np.lib.format.open_memmap``: a split is never held in memory twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import DataError
+from .readers import PUBLISHED_COUNTS, SplitSource, resolve_reader
+
+__all__ = ["prepare", "DataWarning", "MANIFEST", "CACHE_FORMAT"]
+
+MANIFEST = "manifest.json"
+CACHE_FORMAT = "fewshot-sparse-prepared/1"
+
+
+class DataWarning(UserWarning):
+    """A dataset differs from its published description but is still usable."""
+
+
+def prepare(dataset: str, root: str | Path | None, out: str | Path, *, fmt: str | None = None,
+            seed: int = 0, image_size: int | None = None, progress: bool = True,
+            glyph_instances: int = 20, glyph_max_classes: int | None = None) -> Path:
+    """Prepare ``dataset`` found under ``root`` (in format ``fmt``, detected when None)
+    into the cache folder ``out``; returns ``out``.
+
+    ``dataset``: miniimagenet | tieredimagenet | folder | glyphs (``root`` unused).
+    ``image_size``: resize to this square size (default: 84, glyphs 32).
+    ``glyph_instances`` / ``glyph_max_classes``: glyph set only (instances per class,
+    cap on classes per split for a small variant).
+    """
+    reader = resolve_reader(dataset, root, fmt, seed=seed, image_size=image_size,
+                            glyph_instances=glyph_instances, glyph_max_classes=glyph_max_classes)
+    out = Path(out).expanduser()
+    if out.exists() and not _replaceable(out):
+        raise DataError(f"{out}: exists and is not a prepared cache; refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        digest = hashlib.sha256()
+        splits: dict[str, dict] = {}
+        seen: dict[str, str] = {}
+        for split in reader.splits:
+            src = reader.read(split)
+            info = _write_split(src, tmp / split, digest, progress, reader.dataset)
+            _check_published(reader.dataset, split, info)
+            for name in info["class_names"]:
+                if name in seen:
+                    raise DataError(f"{src.origin}: class {name!r} is in both split {seen[name]} "
+                                    f"and split {split}")
+                seen[name] = split
+            splits[split] = info
+            del src
+        manifest = {
+            "format": CACHE_FORMAT,
+            "dataset": reader.dataset,
+            "source_format": reader.fmt,
+            "source_root": str(reader.root) if reader.root is not None else None,
+            "seed": seed,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "content_hash": "sha256:" + digest.hexdigest(),
+            "splits": splits,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replaceable(out: Path) -> bool:
+    return out.is_dir() and ((out / MANIFEST).is_file() or not any(out.iterdir()))
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "cache")
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_split(src: SplitSource, folder: Path, digest, progress: bool, dataset: str) -> dict:
+    folder.mkdir(parents=True)
+    n = len(src)
+    n_classes = len(src.class_names)
+    if n == 0:
+        raise DataError(f"{src.origin}: split {src.split} holds no images")
+    if len(set(src.class_names)) != n_classes:
+        dup = next(c for c in src.class_names if src.class_names.count(c) > 1)
+        raise DataError(f"{src.origin}: class {dup!r} appears twice in split {src.split}")
+    labels = np.asarray(src.labels, dtype=np.int64)
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise DataError(f"{src.origin}: label {int(labels.max())} out of range 0..{n_classes - 1} "
+                        f"(split {src.split})")
+    counts = np.bincount(labels, minlength=n_classes)
+    if (counts == 0).any():
+        c = src.class_names[int(np.argmin(counts))]
+        raise DataError(f"{src.origin}: class {c!r} has no images (split {src.split})")
+    shape = tuple(int(s) for s in src.image_shape)
+    images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8,
+                                       shape=(n,) + shape)
+    digest.update(json.dumps([src.split, [n, *shape], src.class_names]).encode())
+    digest.update(labels.tobytes())
+    c = shape[2]
+    total = np.zeros(c, dtype=np.float64)
+    total_sq = np.zeros(c, dtype=np.float64)
+    pos = 0
+    bar = tqdm(total=n, desc=f"{dataset} {src.split}", unit="img", disable=not progress,
+               leave=False, mininterval=0.5)
+    try:
+        for chunk in src.chunks():
+            if chunk.dtype != np.uint8 or chunk.shape[1:] != shape:
+                raise DataError(f"{src.origin}: image {pos} has shape {chunk.shape[1:]} / dtype "
+                                f"{chunk.dtype}, expected {shape} uint8 (split {src.split})")
+            if pos + chunk.shape[0] > n:
+                raise DataError(f"{src.origin}: more images than labels (split {src.split})")
+            images[pos:pos + chunk.shape[0]] = chunk
+            digest.update(np.ascontiguousarray(chunk).data)
+            flat = chunk.reshape(-1, c)
+            total += flat.sum(0, dtype=np.float64)
+            total_sq += np.einsum("ij,ij->j", flat, flat, dtype=np.float64)
+            pos += chunk.shape[0]
+            bar.update(chunk.shape[0])
+    finally:
+        bar.close()
+    if pos != n:
+        raise DataError(f"{src.origin}: {pos} images for {n} labels (split {src.split})")
+    images.flush()
+    del images
+    np.save(folder / "labels.npy", labels)
+    pixels = n * shape[0] * shape[1]
+    mean = total / pixels / 255.0
+    std = np.sqrt(np.maximum(total_sq / pixels / 255.0**2 - mean**2, 0.0))
+    info = {
+        "n_images": n,
+        "n_classes": n_classes,
+        "image_shape": list(shape),
+        "class_names": list(src.class_names),
+        "class_counts": counts.tolist(),
+        "mean": mean.round(6).tolist(),
+        "std": std.round(6).tolist(),
+        "source": src.origin,
+    }
+    info.update(src.extra)
+    return info
+
+
+def _check_published(dataset: str, split: str, info: dict) -> None:
+    published = PUBLISHED_COUNTS.get(dataset, {}).get(split)
+    if published is None:
+        return
+    classes, images = published
+    if (info["n_classes"], info["n_images"]) != (classes, images):
+        warnings.warn(f"{dataset} split {split}: {info['n_classes']} classes / {info['n_images']} images, "
+                      f"published {classes} / {images}", DataWarning, stacklevel=3)

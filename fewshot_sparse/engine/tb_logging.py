@@ -1,0 +1,64 @@
+"""TensorBoard logging for training runs (scalars, and feature-usage figures).
+
+Only one process writes (rank 0 under DDP): on the others ``TBLogger(None)`` does nothing.
+Tags: ``train/loss``, ``train/accuracy``, ``train/active_fraction``,
+``train/solver_iterations``, ``train/gap_max``, ``train/unconverged``, ``lr``, and the
+same ``val/*`` scalars per validation; figures under ``val_usage/*``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+
+class TBLogger:
+    """A SummaryWriter at ``log_dir`` (None: a logger that drops everything).
+
+    ``purge_step``: on resume, events at or after this step from the interrupted run
+    are hidden by TensorBoard, so curves do not fork."""
+
+    def __init__(self, log_dir: Optional[Path], purge_step: Optional[int] = None):
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+
+    def scalars(self, prefix: str, values: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for k, v in values.items():
+            self.writer.add_scalar(f"{prefix}/{k}" if prefix else k, float(v), step)
+
+    def figures(self, prefix: str, figures: dict, step: int) -> None:
+        """Log matplotlib figures (closed afterwards)."""
+        if self.writer is None:
+            return
+        for name, fig in figures.items():
+            self.writer.add_figure(f"{prefix}/{name}", fig, step, close=True)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def log_feature_usage(logger: TBLogger, results, step: int, meta: Optional[dict] = None) -> bool:
+    """Feature-usage figures of validation episodes (``fewshot_sparse.analysis``) as
+    TensorBoard images. Returns False (and logs nothing) when the analysis package or
+    matplotlib is unavailable."""
+    if logger.writer is None:
+        return False
+    try:
+        from fewshot_sparse.analysis import compute_feature_usage, feature_usage_figures
+    except ImportError:
+        return False
+    stats = compute_feature_usage(results.active, results.group_norms, results.class_ids,
+                                  meta=meta)
+    logger.figures("val_usage", feature_usage_figures(stats), step)
+    return True

@@ -1,0 +1,278 @@
+"""The training loop: SGD (Nesterov) on batches of episodes, a per-epoch learning-rate
+schedule, validation on fixed episodes, best/last checkpoints, TensorBoard, resume, DDP.
+
+Run directory (``config.out_dir``)::
+
+    config.json         the run's configuration
+    val_episodes.*      the fixed validation episodes (drawn once, reused by resume)
+    last.pt, best.pt    checkpoints after the latest epoch / the best validation epoch
+    tb/                 TensorBoard event files
+
+Reproducibility: episodes come from the data loader as a pure function of
+(seed, batch index), so an epoch's batches are indices [epoch * n, (epoch + 1) * n); the
+augmentation generator and torch's global generator (DropBlock, dropout) are reseeded at
+the start of every epoch from (seed, epoch, rank). Resuming from ``last.pt`` (written at
+every epoch end) therefore repeats exactly what an uninterrupted run does, and a run
+killed mid-epoch loses only that epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fewshot_sparse.config import Config
+from fewshot_sparse.data import (EpisodeAugment, EpisodeSampler, FixedEpisodes, Normalize,
+                                 episode_loader, make_fixed_episodes, open_prepared, prepare)
+from fewshot_sparse.data.loader import EpisodeDataset
+from fewshot_sparse.data.prepare import MANIFEST
+from fewshot_sparse.engine import distributed
+from fewshot_sparse.engine.checkpoint import load_checkpoint, save_checkpoint
+from fewshot_sparse.engine.run_episodes import run_episodes
+from fewshot_sparse.engine.step import meta_train_step
+from fewshot_sparse.engine.tb_logging import TBLogger, log_feature_usage
+from fewshot_sparse.errors import CheckpointError, ConfigError, DataError, FewshotSparseError
+from fewshot_sparse.model import build_model
+
+LAST, BEST, CONFIG, VAL_EPISODES = "last.pt", "best.pt", "config.json", "val_episodes.npz"
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed mixing ``parts`` (numpy's SeedSequence, no global state)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0]
+               >> np.uint64(1))
+
+
+def lr_factor(epoch_number: int, milestones, factors) -> float:
+    """Factor of the base learning rate in 1-based epoch ``epoch_number``."""
+    factor = 1.0
+    for m, f in zip(milestones, factors):
+        if epoch_number >= m:
+            factor = f
+    return factor
+
+
+def make_optimizer(model: torch.nn.Module, config: Config):
+    t = config.train
+    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
+                                nesterov=t.nesterov, weight_decay=t.weight_decay)
+    # Stepped once per epoch; LambdaLR's epoch counter is 0-based.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda e: lr_factor(e + 1, t.lr_milestones, t.lr_factors))
+    return optimizer, scheduler
+
+
+def train(config: Config, *, resume: bool = False, progress: bool = True) -> Path:
+    """Train the model ``config`` names; returns the run directory (``config.out_dir``).
+
+    resume: continue the run in ``out_dir`` from its ``last.pt``. Without it, an
+    ``out_dir`` that already holds a run is refused rather than overwritten.
+    Under ``torchrun`` the processes train data-parallel (see engine/distributed.py).
+    """
+    info, device = distributed.setup(config.train.device)
+    try:
+        return _Trainer(config, info, device, progress).run(resume)
+    finally:
+        distributed.cleanup(info)
+
+
+class _Trainer:
+    def __init__(self, config: Config, info, device, progress: bool):
+        self.config, self.info, self.device, self.progress = config, info, device, progress
+        self.run_dir = Path(config.out_dir)
+
+    def run(self, resume: bool) -> Path:
+        cfg, info, t = self.config, self.info, self.config.train
+        last = self.run_dir / LAST
+        if resume and not last.is_file():
+            raise CheckpointError(f"nothing to resume: no {last}")
+        if not resume and last.exists():
+            raise FewshotSparseError(
+                f"{self.run_dir} already holds a run ({last}); resume it or choose "
+                f"another out_dir")
+        data = TrainingData(cfg, info)
+        model = build_model(cfg).to(self.device)
+        if t.channels_last and self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        optimizer, scheduler = make_optimizer(model, cfg)
+        start_epoch, step, best = 0, 0, -math.inf
+        if resume:
+            state = load_checkpoint(last, model=model, encoder=cfg.encoder.name,
+                                    optimizer=optimizer, scheduler=scheduler,
+                                    map_location=self.device)
+            start_epoch, step = state["epoch"], state["global_step"]
+            best = state.get("best_accuracy") or -math.inf
+        if info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.run_dir / CONFIG)
+        val_batches = data.val_batches(self.run_dir / VAL_EPISODES) if info.is_main else None
+        ddp_model = distributed.wrap(model, info, self.device)
+        logger = TBLogger(self.run_dir / "tb" if info.is_main else None,
+                          purge_step=step if resume else None)
+        n_batches = t.episodes_per_epoch // t.tasks_per_batch
+        mine = distributed.my_batches(n_batches, info)
+        try:
+            for epoch in range(start_epoch, t.epochs):
+                torch.manual_seed(derived_seed(t.seed, epoch, info.rank))
+                step = self._train_epoch(ddp_model, optimizer, data, epoch, n_batches, mine,
+                                         step, logger)
+                scheduler.step()
+                validate = (epoch + 1) % cfg.val.every == 0 or epoch + 1 == t.epochs
+                acc = None
+                if validate and info.is_main:
+                    acc = self._validate(model, data, val_batches, epoch, step, logger)
+                if info.is_main:
+                    is_best = acc is not None and acc > best
+                    best = acc if is_best else best
+                    kw = dict(model=model, epoch=epoch + 1, global_step=step,
+                              config=cfg.to_dict(), encoder=cfg.encoder.name,
+                              optimizer=optimizer, scheduler=scheduler,
+                              best_accuracy=None if best == -math.inf else best)
+                    save_checkpoint(self.run_dir / LAST, **kw)
+                    if is_best:
+                        save_checkpoint(self.run_dir / BEST, **kw)
+                    logger.flush()
+                distributed.barrier(info)
+        finally:
+            logger.close()
+        return self.run_dir
+
+    # --------------------------------------------------------------------------- loops
+    def _train_epoch(self, model, optimizer, data, epoch, n_batches, mine, step, logger):
+        t, info = self.config.train, self.info
+        augment = data.train_augment(derived_seed(t.seed, epoch, info.rank, 1), self.device)
+        batches = data.train_batches([epoch * n_batches + b for b in mine])
+        bar = None
+        if self.progress and info.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(mine), desc=f"epoch {epoch + 1}/{t.epochs}", leave=True,
+                       dynamic_ncols=True)
+        window: dict[str, list] = {}
+        lr = optimizer.param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        for batch in batches:
+            stats = meta_train_step(model, batch, optimizer, label_smoothing=t.label_smoothing,
+                                    augment=augment, amp=t.amp)
+            step += 1
+            for k, v in stats.items():
+                window.setdefault(k, []).append(v)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.3f}",
+                                active=f"{stats['active_fraction']:.3f}", refresh=False)
+            if step % t.log_every == 0:
+                means = {k: sum(v) / len(v) for k, v in window.items()}
+                means = distributed.all_mean(means, info, self.device)
+                logger.scalars("train", means, step)
+                logger.scalars("", {"lr": lr}, step)
+                window = {}
+        if bar is not None:
+            bar.close()
+        if info.is_main and self.progress:
+            n_eps = len(mine) * t.tasks_per_batch * info.world_size
+            print(f"epoch {epoch + 1}: {n_eps / (time.perf_counter() - t0):.1f} episodes/s",
+                  flush=True)
+        return step
+
+    def _validate(self, model, data, val_batches, epoch, step, logger) -> float:
+        results = run_episodes(model, val_batches, normalize=data.normalize, amp=self.config.train.amp)
+        summary = results.summary()
+        logger.scalars("val", summary, step)
+        v = self.config.val
+        log_feature_usage(logger, results, step, meta={
+            "split": "val", "way": v.n_way, "shot": v.n_shot, "epoch": epoch + 1})
+        if self.progress:
+            print(f"epoch {epoch + 1}: val accuracy {summary['accuracy']:.4f} "
+                  f"({results.n_episodes} episodes, {v.n_way}-way {v.n_shot}-shot), "
+                  f"active fraction {summary['active_fraction']:.3f}", flush=True)
+        return summary["accuracy"]
+
+
+# ------------------------------------------------------------------------------- data
+
+def _identity(batch):
+    return batch
+
+
+class _Batches:
+    """Batch sampler yielding ``sampler.batch(b)`` for the given global batch numbers
+    (under DDP: this rank's share of the epoch)."""
+
+    def __init__(self, sampler: EpisodeSampler, numbers: list[int]):
+        self.sampler, self.numbers = sampler, numbers
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __iter__(self):
+        return (self.sampler.batch(b) for b in self.numbers)
+
+
+class TrainingData:
+    """The prepared cache a config names (built first if it is the glyph set), the
+    training sampler, augmentation and evaluation normalisation."""
+
+    def __init__(self, cfg: Config, info):
+        self.cfg, d, t = cfg, cfg.data, cfg.train
+        root = Path(d.root).expanduser()
+        if not (root / MANIFEST).is_file() and d.dataset == "glyphs":
+            if info.is_main:
+                prepare("glyphs", None, root, image_size=d.image_size, progress=False)
+            distributed.barrier(info)
+        splits = open_prepared(root)
+        for key in ("train_split", "val_split"):
+            if getattr(d, key) not in splits:
+                raise ConfigError(f"data.{key}: {root} has no split {getattr(d, key)!r} "
+                                  f"(it has {', '.join(splits)})")
+        self.train_split, self.val_split = splits[d.train_split], splits[d.val_split]
+        h, w, _ = self.train_split.image_shape
+        if (h, w) != (d.image_size, d.image_size):
+            raise ConfigError(f"data.image_size is {d.image_size} but {root} holds {h}x{w} "
+                              f"images; prepare it at that size or change data.image_size")
+        self.mean, self.std = self.train_split.mean, self.train_split.std
+        self.normalize = Normalize(self.mean, self.std)
+        self.sampler = EpisodeSampler(
+            self.train_split, n_way=t.n_way, n_shot=t.n_shot, n_query=t.n_query,
+            tasks_per_batch=t.tasks_per_batch,
+            n_batches=t.epochs * (t.episodes_per_epoch // t.tasks_per_batch), seed=t.seed)
+
+    def train_batches(self, numbers: list[int]):
+        t = self.cfg.train
+        return torch.utils.data.DataLoader(
+            EpisodeDataset(self.train_split), batch_sampler=_Batches(self.sampler, numbers),
+            collate_fn=_identity, num_workers=t.num_workers,
+            pin_memory=torch.cuda.is_available() and t.device != "cpu")
+
+    def train_augment(self, seed: int, device: torch.device):
+        """Augmentation + normalisation with a generator on ``device`` seeded by ``seed``."""
+        if not self.cfg.train.augment:
+            return self.normalize
+        kwargs = dict(self.cfg.train.augment_kwargs)
+        kwargs.setdefault("padding", max(1, round(8 * self.cfg.data.image_size / 84)))
+        try:
+            return EpisodeAugment(self.mean, self.std,
+                                  generator=torch.Generator(device).manual_seed(seed), **kwargs)
+        except TypeError as e:
+            raise ConfigError(f"train.augment_kwargs: {e}") from None
+
+    def val_batches(self, path: Path):
+        """The fixed validation episodes, drawn once and saved at ``path``."""
+        v = self.cfg.val
+        if path.is_file():
+            fixed = FixedEpisodes.load(path)
+            if (fixed.n_way, fixed.n_shot, fixed.n_query, len(fixed), fixed.seed) != (
+                    v.n_way, v.n_shot, v.n_query, v.episodes, v.seed):
+                raise DataError(f"{path} holds other validation episodes than the config's "
+                                f"val section")
+        else:
+            fixed = make_fixed_episodes(self.val_split, v.n_way, v.n_shot, v.n_query,
+                                        v.episodes, v.seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fixed.save(path)
+        return episode_loader(self.val_split, tasks_per_batch=v.tasks_per_batch,
+                              n_batches=None, fixed=fixed)

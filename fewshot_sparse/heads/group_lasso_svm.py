@@ -1,0 +1,92 @@
+"""Group-Lasso Crammer-Singer SVM head: the sparse base learner of this project.
+
+Per task (support X [S, D], one-hot labels Y [S, W], weights W [D, W]):
+
+    P(W) = sum_i max_c [1{c != y_i} + x_i.w_c - x_i.w_{y_i}]
+           + lambda1 sum_j ||W_j,:||_2 + (lambda2 / 2) ||W||_F^2 ,   logits = scale * X_query W
+
+solved for all B tasks at once by the batched dual solver
+(fewshot_sparse.solvers.group_lasso_svm) and differentiated implicitly
+(fewshot_sparse.implicit). lambda1 = 0 is MetaOptNet's SVM-CS head (crammer_singer.py).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from torch import Tensor, nn
+
+from fewshot_sparse.heads.common import Scalar, active_rows, one_hot, solve_dtype
+from fewshot_sparse.heads.output import HeadOutput
+from fewshot_sparse.heads.validation import check_head_inputs, check_nonnegative
+from fewshot_sparse.implicit.group_lasso_svm_grad import group_lasso_svm_fit
+from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """Some task's dual solver stopped at ``max_iter`` above its duality-gap tolerance."""
+
+
+class GroupLassoSVMHead(nn.Module):
+    """``head(query [B,Q,D], support [B,S,D], support_labels [B,S], n_way) -> HeadOutput``.
+
+    lambda1 >= 0   group-Lasso weight (0: no sparsity, plain Crammer-Singer SVM)
+    lambda2 > 0    ridge weight (C = 1 / lambda2 in SVM terms)
+    smoothing      s >= 0, dual smoothing (s / (2 lambda2)) ||beta - Y||^2 (see the solver)
+    tol, max_iter  the solver's relative duality-gap target and iteration cap
+    mode           "implicit" (exact gradients from the optimality conditions) or
+                   "unrolled" (autograd through the iterations; for comparison only)
+    learn_lambdas  learn lambda1 and lambda2 in log-space (a lambda of 0 stays fixed at 0)
+    learn_scale    learn the logit scale (MetaOptNet's ``scale``), initialised to init_scale
+
+    The solve runs in float64 for float64 features, in float32 otherwise (float16 and
+    bfloat16 features are cast up); outputs are in that dtype. ``active`` marks the
+    features with a non-zero weight row; ``info`` is the solver's per-task report, and a
+    ``ConvergenceWarning`` is issued (once per call) when some task did not converge.
+    The module holds hyperparameters only, never a support set.
+    """
+
+    def __init__(
+        self,
+        lambda1: float = 0.1,
+        lambda2: float = 1.0,
+        smoothing: float = 0.0,
+        tol: float = 1e-4,
+        max_iter: int = 2000,
+        mode: str = "implicit",
+        learn_lambdas: bool = False,
+        learn_scale: bool = False,
+        init_scale: float = 1.0,
+    ):
+        super().__init__()
+        check_nonnegative("lambda1", lambda1)
+        check_nonnegative("lambda2", lambda2, strict=True)
+        check_nonnegative("smoothing", smoothing)
+        if mode not in ("implicit", "unrolled"):
+            raise ValueError(f"mode must be 'implicit' or 'unrolled', got {mode!r}")
+        self.lambda1 = Scalar("lambda1", lambda1, learnable=learn_lambdas, log_space=True)
+        self.lambda2 = Scalar("lambda2", lambda2, learnable=learn_lambdas, log_space=True)
+        self.scale = Scalar("scale", init_scale, learnable=learn_scale)
+        self.solver = GroupLassoSVMDual(tol=tol, max_iter=max_iter, smoothing=smoothing)
+        self.mode = mode
+
+    def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> HeadOutput:
+        check_head_inputs(query, support, support_labels, n_way)
+        dtype, device = solve_dtype(support.dtype), support.device
+        X, q = support.to(dtype), query.to(dtype)
+        weights, _, info = group_lasso_svm_fit(
+            X,
+            one_hot(support_labels, n_way, dtype),
+            self.lambda1(dtype, device),
+            self.lambda2(dtype, device),
+            self.solver,
+            mode=self.mode,
+        )
+        if not info.all_converged:
+            warnings.warn(f"{type(self).__name__}: {info.summary()}", ConvergenceWarning, stacklevel=2)
+        logits = self.scale(dtype, device) * (q @ weights)
+        return HeadOutput(logits=logits, weights=weights, active=active_rows(weights), info=info)
+
+    def extra_repr(self) -> str:
+        s = self.solver
+        return f"mode={self.mode}, tol={s.tol:g}, max_iter={s.max_iter}, smoothing={s.smoothing:g}"

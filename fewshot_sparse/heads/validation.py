@@ -1,0 +1,107 @@
+"""The one input check every head (and the cvxpylayers reference) runs before it solves.
+
+Heads follow MetaOptNet's contract ``head(query [B,Q,D], support [B,S,D],
+support_labels [B,S], n_way)``. Bad input raises ``ValueError`` whose message names the
+argument at fault and the shapes it saw; nothing is modified in place.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+from torch import Tensor
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_head_inputs(query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> None:
+    """Validate a head call; raise ``ValueError`` naming the argument at fault.
+
+    Checks: tensors of the right rank and matching B and D; floating features on one
+    device with one dtype; integer labels of shape [B, S] with values in 0..n_way-1 and
+    every class present in every task's support; finite (no NaN/inf) features.
+    """
+    for name, t in (("query", query), ("support", support), ("support_labels", support_labels)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if isinstance(n_way, bool) or not isinstance(n_way, int) or n_way < 1:
+        raise ValueError(f"n_way must be a positive int, got {n_way!r}")
+    if query.dim() != 3:
+        raise ValueError(f"query must be [B, Q, D] (3-d), got shape {tuple(query.shape)}")
+    if support.dim() != 3:
+        raise ValueError(f"support must be [B, S, D] (3-d), got shape {tuple(support.shape)}")
+    if support_labels.dim() != 2:
+        raise ValueError(
+            f"support_labels must be [B, S] (2-d), got shape {tuple(support_labels.shape)}"
+        )
+    b, s, d = support.shape
+    if query.shape[0] != b or query.shape[2] != d:
+        raise ValueError(
+            f"query shape {tuple(query.shape)} does not match support shape "
+            f"{tuple(support.shape)}: need the same B (dim 0) and D (dim 2)"
+        )
+    if tuple(support_labels.shape) != (b, s):
+        raise ValueError(
+            f"support_labels shape {tuple(support_labels.shape)} does not match support "
+            f"shape {tuple(support.shape)}: need [B, S] = {(b, s)}"
+        )
+    if b == 0 or s == 0 or d == 0:
+        raise ValueError(f"support must have B, S, D >= 1, got shape {tuple(support.shape)}")
+    if support.dtype not in _FLOATS:
+        raise ValueError(f"support must be a floating tensor, got dtype {support.dtype}")
+    if query.dtype != support.dtype:
+        raise ValueError(
+            f"query dtype {query.dtype} differs from support dtype {support.dtype}"
+        )
+    if support_labels.dtype.is_floating_point or support_labels.dtype.is_complex or (
+        support_labels.dtype == torch.bool
+    ):
+        raise ValueError(
+            f"support_labels must be an integer tensor (int64), got dtype {support_labels.dtype}"
+        )
+    if query.device != support.device or support_labels.device != support.device:
+        raise ValueError(
+            "query, support and support_labels must be on one device, got "
+            f"query on {query.device}, support on {support.device}, "
+            f"support_labels on {support_labels.device}"
+        )
+    lo, hi = int(support_labels.min()), int(support_labels.max())
+    if lo < 0 or hi >= n_way:
+        raise ValueError(
+            f"support_labels must lie in 0..{n_way - 1} (n_way={n_way}), got values in {lo}..{hi}"
+        )
+    counts = torch.zeros(b, n_way, dtype=torch.int64, device=support_labels.device)
+    counts.scatter_add_(1, support_labels.long(), torch.ones_like(support_labels, dtype=torch.int64))
+    missing = (counts == 0).nonzero()
+    if missing.numel():
+        task, cls = (int(v) for v in missing[0])
+        raise ValueError(
+            f"support_labels: class {cls} has no support example in task {task} "
+            f"({missing.shape[0]} (task, class) pairs missing); every one of the n_way="
+            f"{n_way} classes needs at least one"
+        )
+    for name, t in (("support", support), ("query", query)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} features contain NaN or inf")
+
+
+def check_nonnegative(name: str, value: Union[float, Tensor], strict: bool = False) -> None:
+    """Raise ``ValueError`` if the hyperparameter ``name`` is negative (or zero when
+    ``strict``), NaN or infinite. ``value`` is a number or a tensor of any shape."""
+    t = torch.as_tensor(value).detach()
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite, got {_show(value)}")
+    bad = (t <= 0) if strict else (t < 0)
+    if bool(bad.any()):
+        need = "> 0" if strict else ">= 0"
+        raise ValueError(f"{name} must be {need}, got {_show(value)}")
+
+
+def _show(value: Union[float, Tensor]) -> str:
+    if isinstance(value, Tensor):
+        return str(value.detach().cpu().tolist())
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return repr(value)

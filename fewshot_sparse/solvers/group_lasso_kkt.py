@@ -1,0 +1,103 @@
+"""The dual's second-order structure on the active face (docs/math.md, 7): the Hessian
+restricted to active feature groups and the reduced KKT solve on the free simplex entries.
+Shared by the solver's Newton polish (docs/math.md, 6) and the implicit gradient."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from fewshot_sparse.solvers.prox import project_rows_to_simplex
+
+
+def dual_hessian(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float) -> Tensor:
+    """Hessian of the dual objective f at beta, [B, S W, S W] (index i * W + c), built on the
+    active groups only (docs/math.md, 7):
+
+        H = (1 / lambda2) [ sum_{j in A} (x_j x_j^T) kron M_j ] + (s / lambda2) I,
+        M_j = a_j I + b_j v^_j v^_j^T,  a_j = 1 - lambda1 / ||v_j||,  b_j = lambda1 / ||v_j||.
+
+    The a-part is (X diag(a) X^T) kron I (one S x S Gram matrix); the rank-one b-parts are
+    gathered on the active features only (padded to the largest active count in the batch).
+    """
+    B, S, D = X.shape
+    W = Y.shape[-1]
+    V = torch.bmm(X.transpose(1, 2), Y - beta)  # [B, D, W]
+    n = torch.linalg.vector_norm(V, dim=-1)  # [B, D]
+    lam = l1[:, :, 0]  # [B, 1]
+    active = (n > lam) | (lam <= 0)
+    n_safe = torch.where(n > 0, n, torch.ones_like(n))
+    b = torch.where(active, lam / n_safe, torch.zeros_like(n))
+    a = torch.where(active, 1.0 - b, torch.zeros_like(n))
+    K = torch.bmm(X * a[:, None, :], X.transpose(1, 2))  # [B, S, S]
+    eye_w = torch.eye(W, dtype=X.dtype, device=X.device)
+    H = (K[:, :, None, :, None] * eye_w[None, None, :, None, :]).reshape(B, S * W, S * W)
+    rank_one = active & (b > 0)
+    m = int(rank_one.sum(-1).max()) if rank_one.numel() else 0
+    if m > 0:
+        order = torch.argsort(rank_one.to(torch.int8), dim=-1, descending=True, stable=True)[:, :m]
+        sb = torch.sqrt(torch.gather(b, 1, order))  # zero on padding
+        Vh = torch.gather(V, 1, order[..., None].expand(B, m, W)) / torch.gather(n_safe, 1, order)[..., None]
+        Xg = torch.gather(X, 2, order[:, None, :].expand(B, S, m))  # [B, S, m]
+        # Z[b, i, c, j] = X_ij sqrt(b_j) vhat_jc, so Z Z^T = sum_j b_j (x_j x_j^T) kron (vhat_j vhat_j^T)
+        Z = Xg[:, :, None, :] * (sb[:, :, None] * Vh).transpose(1, 2)[:, None, :, :]
+        Z = Z.reshape(B, S * W, m)
+        H = H + torch.bmm(Z, Z.transpose(1, 2))
+    H = H / l2
+    if smoothing > 0:
+        H = H + (smoothing / l2) * torch.eye(S * W, dtype=X.dtype, device=X.device)
+    return H
+
+
+def _project_free(M: Tensor, free: Tensor) -> Tensor:
+    """P M for P = blockdiag_i (diag(f_i) - f_i f_i^T / |F_i|), the orthogonal projector on
+    {u : u_ic = 0 off F, sum_c u_ic = 0}; M [B, S W, k], free [B, S, W] float."""
+    B, S, W = free.shape
+    Mr = M.reshape(B, S, W, -1)
+    f = free[..., None]
+    mean = (f * Mr).sum(2, keepdim=True) / f.sum(2, keepdim=True).clamp_min(1.0)
+    return (f * (Mr - mean)).reshape(B, S * W, -1)
+
+
+def kkt_solve(H: Tensor, rhs: Tensor, free: Tensor, ridge: Optional[float] = None) -> Tensor:
+    """Solve the reduced KKT system for u [B, S, W] (docs/math.md, 7):
+
+        (P H P + (I - P) + eps P) u = P rhs,
+
+    i.e. H u + E nu = rhs on the free entries, E^T u = 0, u = 0 off F. The tiny ridge
+    eps = ridge * max diag(P H P) (default 100 * machine epsilon) only matters where
+    P H P is singular (a non-unique dual, e.g. duplicated support points): there the adjoint
+    system is consistent and the ridge picks the minimum-norm solution, the Tikhonov limit of the
+    pseudo-inverse. All features off gives H = 0 and a zero right-hand side, so u = 0."""
+    B, S, W = free.shape
+    n = S * W
+    free = free.to(H.dtype)
+    eye = torch.eye(n, dtype=H.dtype, device=H.device).expand(B, n, n)
+    P = _project_free(eye, free)  # P is symmetric
+    PHP = _project_free(_project_free(H, free).transpose(1, 2), free)
+    PHP = 0.5 * (PHP + PHP.transpose(1, 2))
+    if ridge is None:
+        ridge = 100.0 * torch.finfo(H.dtype).eps
+    scale = torch.diagonal(PHP, dim1=1, dim2=2).amax(-1).clamp_min(torch.finfo(H.dtype).tiny)
+    A = PHP + (eye - P) + (ridge * scale)[:, None, None] * P
+    b = _project_free(rhs.reshape(B, n, 1), free)
+    L, info = torch.linalg.cholesky_ex(A)
+    if bool((info > 0).any()):  # numerically indefinite: fall back to the pseudo-inverse
+        u = torch.linalg.pinv(A, hermitian=True) @ b
+    else:
+        u = torch.cholesky_solve(b, L)
+    return _project_free(u, free).reshape(B, S, W)
+
+
+def free_entries(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float) -> Tensor:
+    """The free simplex entries F [B, S, W] (bool) of a (near-)optimal beta, identified as
+    the support of one projected-gradient step proj(beta - grad f(beta) / L) (docs/math.md, 7).
+    Equal to {beta > 0} at an exact solution, but robust to round-off entries (1e-17 left
+    by a projection) and to not-yet-zero entries whose multiplier is clearly positive."""
+    from fewshot_sparse.solvers.group_lasso_svm import _dual_grad, squared_spectral_norm  # no cycle at import
+
+    step = l2 / (squared_spectral_norm(X).reshape(-1, 1, 1) + smoothing)
+    z = beta - step * _dual_grad(X, Y, beta, l1, l2, smoothing)
+    return project_rows_to_simplex(z) > 0
