@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -95,9 +96,16 @@ def glyph_fonts() -> dict[str, frozenset[int]]:
     return fonts
 
 
-@functools.lru_cache(maxsize=None)
+_local = threading.local()
+
+
 def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(font_dir() / name), size=size)
+    """One FreeType face per thread (a face must not be used by two threads at once)."""
+    cache = _local.__dict__.setdefault("fonts", {})
+    font = cache.get((name, size))
+    if font is None:
+        font = cache[(name, size)] = ImageFont.truetype(str(font_dir() / name), size=size)
+    return font
 
 
 def _candidate(cp: int) -> bool:

@@ -30,15 +30,15 @@ def collate_episodes(split, idx: EpisodeIndices) -> EpisodeBatch:
     flat = np.asarray(idx, dtype=np.int64)
     if flat.size != b * n * (s + q):
         raise DataError(f"batch of {flat.size} indices does not hold {b} x {n}-way {s}-shot {q}-query episodes")
-    order = np.argsort(flat, kind="stable")  # read the memory map in file order
-    gathered = np.empty((flat.size,) + tuple(split.images.shape[1:]), dtype=np.uint8)
-    gathered[order] = split.images[flat[order]]
+    gathered = np.take(split.images, flat, axis=0)  # one read of the memory map
     h, w, c = gathered.shape[1:]
-    x = torch.from_numpy(gathered).view(b, n, s + q, h, w, c).permute(0, 1, 2, 5, 3, 4)
+    x = gathered.reshape(b, n, s + q, h, w, c)
 
-    def images(part):  # [B, N, k, C, H, W] uint8 view -> [B, N*k, C, H, W] float in [0, 1]
+    def images(part):  # [B, N, k, H, W, C] uint8 -> [B, N*k, C, H, W] float in [0, 1]
         k = part.shape[2]
-        return part.reshape(b, n * k, c, h, w).to(torch.float32).mul_(1.0 / 255.0)
+        out = np.empty((b, n, k, c, h, w), dtype=np.float32)
+        np.multiply(part.transpose(0, 1, 2, 5, 3, 4), np.float32(1.0 / 255.0), out=out)
+        return torch.from_numpy(out).view(b, n * k, c, h, w)
 
     way = torch.arange(n, dtype=torch.int64)
     class_ids = torch.from_numpy(np.asarray(split.labels)[flat.reshape(b, n, s + q)[:, :, 0]].astype(np.int64))

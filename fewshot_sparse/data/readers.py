@@ -147,10 +147,16 @@ def _resize_chunk(chunk: np.ndarray, image_size: int | None) -> np.ndarray:
     return out
 
 
+def _bytes_io(data) -> io.BytesIO:
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data)
+    return io.BytesIO(memoryview(data).cast("B"))
+
+
 def _decode(data, size: int, channels: int, what: str) -> np.ndarray:
     """Decode one encoded image (path or bytes) to uint8 [size, size, channels]."""
     try:
-        im = Image.open(data if isinstance(data, (str, Path)) else io.BytesIO(data))
+        im = Image.open(data if isinstance(data, (str, Path)) else _bytes_io(data))
         if im.format == "JPEG":
             im.draft("RGB" if channels == 3 else "L", (size, size))
         im = im.convert("RGB" if channels == 3 else "L")
@@ -315,7 +321,7 @@ def _tiered_ren(root: Path, split: str, image_size: int | None) -> SplitSource:
     for i, it in enumerate(items):
         if not isinstance(it, (bytes, bytearray, np.ndarray)):
             raise _fail(f"{path}: image {i} is a {type(it).__name__}, expected PNG bytes (split {split})")
-    items = [it.tobytes() if isinstance(it, np.ndarray) else bytes(it) for it in items]
+    # items stay as unpickled (no second copy of the split); each is wrapped when decoded
     labels, cls = _named_classes(raw, names, lpath, split)
     size = image_size or 84
     whats = lambda i: f"{path} image {i} (split {split}, class {cls[labels[i]]})"  # noqa: E731
@@ -326,7 +332,7 @@ def _tiered_ren(root: Path, split: str, image_size: int | None) -> SplitSource:
 
 def _png_size(data: bytes, what: str) -> int:
     try:
-        w, h = Image.open(io.BytesIO(data)).size
+        w, h = Image.open(_bytes_io(data)).size
     except Exception as exc:
         raise _fail(f"{what}: unreadable image ({type(exc).__name__}: {exc})") from None
     return w if w == h else max(w, h)

@@ -95,6 +95,7 @@ class _Trainer:
                 f"{self.run_dir} already holds a run ({last}); resume it or choose "
                 f"another out_dir")
         data = TrainingData(cfg, info)
+        torch.manual_seed(t.seed)  # the initial weights (identical on every rank)
         model = build_model(cfg).to(self.device)
         if t.channels_last and self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)

@@ -184,7 +184,7 @@ class GroupLassoSVMDual:
     polish       at a check, tasks whose relative gap is below ``polish_below`` (and above
                  ``tol``) get up to ``polish_steps`` projected-Newton steps on their current
                  face (docs/math.md, 6), each kept only where it lowers the gap; a step costs
-                 one dense (S W)^3 solve per task and counts as one iteration
+                 one dense (S W)^3 solve per task; an accepted one counts as one iteration
     """
 
     tol: float = 1e-4
@@ -233,7 +233,8 @@ class GroupLassoSVMDual:
         idx = torch.arange(B, device=X.device)
         Xa, Ya, l1a, l2a, sa = X, Y, l1, l2, step
         y, t = x, torch.ones_like(l2)
-        k = 0
+        newton = torch.zeros_like(iters)  # accepted Newton steps per running task
+        k = 0  # FISTA iterations of the running tasks
         while True:
             if k % self.check_every == 0 or k >= self.max_iter:
                 p, d, g = _gap(Xa, Ya, x, l1a, l2a, self.smoothing)
@@ -251,17 +252,17 @@ class GroupLassoSVMDual:
                         x, y = torch.where(b3, xn, x), torch.where(b3, xn, y)
                         t = torch.where(b3, torch.ones_like(t), t)
                         p, d, g = torch.where(better, pn, p), torch.where(better, dn, d), torch.where(better, gn, g)
-                        k += 1
+                        newton = newton + better.to(newton.dtype)
                 done = (g <= self.tol) | (k >= self.max_iter)
                 if bool(done.any()):  # the only host sync, once per check
                     di = idx[done]
                     beta_out[di] = x[done]
-                    iters[di] = k
+                    iters[di] = k + newton[done]
                     primal[di], dual[di], gap[di] = p[done], d[done], g[done]
                     if bool(done.all()):
                         break
                     keep = ~done
-                    idx, x, y, t = idx[keep], x[keep], y[keep], t[keep]
+                    idx, x, y, t, newton = idx[keep], x[keep], y[keep], t[keep], newton[keep]
                     Xa, Ya, l1a, l2a, sa = Xa[keep], Ya[keep], l1a[keep], l2a[keep], sa[keep]
             x, y, t = fista_step(Xa, Ya, l1a, l2a, sa, self.smoothing, x, y, t)
             k += 1

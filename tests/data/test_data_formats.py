@@ -310,3 +310,19 @@ def test_not_a_cache(tmp_path):
     (out / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(DataError, match="manifest"):
         open_prepared(out)
+
+
+@pytest.mark.parametrize("writer,dataset,names", [
+    (write_l2l, "miniimagenet", MINI_SPLITS),
+    (write_tiered_ren, "tieredimagenet", tiered_names()),
+    (write_tiered_metaoptnet, "tieredimagenet",
+     {"train": ["train/0", "train/1", "train/2"], "val": ["val/3", "val/4"], "test": ["test/5", "test/6"]}),
+])
+def test_streams_in_chunks(tmp_path, monkeypatch, writer, dataset, names):
+    """Splits larger than one chunk are streamed piecewise into the memory map."""
+    import fewshot_sparse.data.readers as readers
+
+    monkeypatch.setattr(readers, "CHUNK", 4)
+    root = writer(tmp_path / "src")
+    per_class = 6 if dataset == "miniimagenet" else 5
+    check_cache(run_prepare(dataset, root, tmp_path / "cache"), names, per_class)

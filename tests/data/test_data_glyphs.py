@@ -52,3 +52,13 @@ def test_instances_vary_and_sizes_are_configurable():
     assert len({im.tobytes() for im in imgs}) == 8  # every instance differs
     assert np.array_equal(imgs, render_glyph_class(cls, seed=0, instances=8, size=32))
     assert render_glyph_class(cls, seed=0, instances=2, size=20).shape == (2, 20, 20, 1)
+
+
+def test_missing_glyphs_and_placeholder_fonts_rejected():
+    from fewshot_sparse.data.glyphs import _valid
+
+    assert _valid("DejaVuSans.ttf", "\U0010fffd") is None  # draws the .notdef box
+    assert _valid("DejaVuSans.ttf", " ") is None  # blank
+    assert _valid("DejaVuSans.ttf", "A") is not None
+    assert all(not f.startswith(("LastResort", "cmex10", "cmsy10")) for f in glyph_fonts())
+    assert all(chr(cp).isascii() for cp in glyph_fonts().get("cmr10.ttf", ()))

@@ -203,3 +203,12 @@ def test_augment_on_gpu_matches_cpu_randomness():
     torch.testing.assert_close(gpu.support_images.cpu(), cpu.support_images, atol=1e-5, rtol=1e-5)
     g = torch.Generator(device="cuda").manual_seed(0)
     assert aug(batch.to("cuda"), generator=g).query_images.is_cuda
+
+
+def test_crop_paths_agree():
+    from fewshot_sparse.data.augment import _crop_cpu, _crop_gather
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 3, 10, 12, generator=g)
+    oy, ox = torch.randint(0, 9, (40,), generator=g), torch.randint(0, 9, (40,), generator=g)
+    assert torch.equal(_crop_cpu(x, oy, ox, 4), _crop_gather(x, oy, ox, 4))

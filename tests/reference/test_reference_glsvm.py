@@ -24,10 +24,10 @@ CASES = [
     (5, 40, 5, 0.0, 1.0, 2),
     (2, 20, 4, 0.05, 1.0, 3),
     (4, 30, 5, 0.2, 1.0, 4),
-    (5, 10, 5, 0.5, 0.5, 5),
+    (5, 10, 5, 0.3, 0.5, 5),
     (8, 40, 3, 0.4, 10.0, 6),
-    (3, 25, 4, 0.6, 2.0, 7),
-    (4, 20, 3, 0.85, 1.0, 9),
+    (3, 25, 4, 0.7, 2.0, 7),  # one task all off, one sparse
+    (4, 20, 3, 0.7, 1.0, 9),
     (2, 16, 2, 1.01, 1.0, 8),  # every feature off
 ]
 
@@ -60,7 +60,9 @@ def make_case(shot, d, w, frac, lambda2, seed, n_tasks=2, n_query=6):
     return query, support, labels, lambda1, lambda2
 
 
-def rel_err(a, b, floor=1e-3):
+def rel_err(a, b, floor=1e-2):
+    """||a - b|| / ||b||, with ||b|| floored: the gradients here are O(1), and where the
+    exact gradient is 0 (all features off) the interior-point reference returns ~1e-7."""
     return float((a - b).norm() / max(float(b.norm()), floor))
 
 
@@ -121,8 +123,10 @@ def test_weights_and_logits_match(solved):
     assert torch.allclose(W_h, W_r, atol=1e-4, rtol=0)
     L_h, L_r = solved["out_h"].logits.detach(), solved["out_r"].logits.detach()
     assert torch.allclose(L_h, L_r, atol=1e-4 * max(1.0, float(L_r.abs().max())), rtol=0)
-    # the head's exact zeros are the reference's (numerically) zero rows
-    assert torch.equal(solved["out_h"].active, solved["out_r"].active)
+    # the reference's (numerically) zero rows are the head's zero rows, up to round-off
+    n_h, n_r = W_h.norm(dim=-1), W_r.norm(dim=-1)
+    assert bool((n_h[n_r < 1e-8] < 1e-12).all())
+    assert bool(solved["out_h"].active[n_r > 1e-6].all())
 
 
 def test_feature_gradients_match(solved):
@@ -132,16 +136,17 @@ def test_feature_gradients_match(solved):
 
 def test_lambda_gradients_match(solved):
     head = solved["head"]
-    l2 = solved["lambda2"]
+    l1, l2 = solved["lambda1"], solved["lambda2"]
+    g_r = torch.stack([solved["l1_r"].grad, solved["l2_r"].grad])
     # the head learns log(lambda): d/dlambda = d/dlog(lambda) / lambda
-    g2 = float(head.lambda2.raw.grad) / l2
-    assert g2 == pytest.approx(float(solved["l2_r"].grad), rel=1e-4, abs=1e-5)
-    l1 = solved["lambda1"]
+    g2 = head.lambda2.raw.grad / l2
     if l1 > 0:
-        g1 = float(head.lambda1.raw.grad) / l1
-        assert g1 == pytest.approx(float(solved["l1_r"].grad), rel=1e-4, abs=1e-5)
+        g_h = torch.stack([head.lambda1.raw.grad / l1, g2])
+        assert rel_err(g_h, g_r) < 1e-4
     else:
         assert not head.lambda1.learnable  # lambda1 = 0 stays fixed
+        # the scale of the lambda-sensitivities is set by d/dlambda1 (at lambda1 = 0+)
+        assert float((g2 - g_r[1]).abs()) < 1e-4 * max(float(g_r.norm()), 1e-2)
 
 
 def test_all_off_case_is_all_off():

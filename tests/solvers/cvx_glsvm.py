@@ -6,7 +6,7 @@ from __future__ import annotations
 import cvxpy as cp
 import numpy as np
 
-CLARABEL_TIGHT = dict(tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11, tol_ktratio=1e-9, max_iter=500)
+CLARABEL_TIGHT = dict(tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, max_iter=500)
 
 
 def solve_primal(X, Y, lambda1, lambda2, smoothing=0.0):
