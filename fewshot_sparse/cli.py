@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=None, help="a JSON file (default: built-in settings)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--out", default="runs/identifiability", help="output folder")
+    s.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     s.set_defaults(func=cmd_identifiability)
 
     # demo
@@ -141,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prepared glyph cache (default <out>/data/glyphs; made if missing)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a demo_glyphs config value (repeatable)")
-    s.add_argument("--episodes", type=int, default=1000, help="test episodes per shot")
+    s.add_argument("--episodes", type=int, default=None,
+                   help="test episodes per shot (default 1000 on a GPU, 300 on a CPU)")
     s.add_argument("--inspect-episodes", type=int, default=300)
     s.add_argument("--resume", action="store_true")
     s.add_argument("--device", default="auto")
@@ -229,9 +231,10 @@ def cmd_identifiability(a) -> int:
         from fewshot_sparse.identifiability.benchmark import run_identifiability
     except ImportError:
         raise UserError("the identifiability benchmark is not available in this version")
-    result = run_identifiability(a.config, a.overrides, a.out)
-    if result is not None:
-        print(f"identifiability results written to {a.out}")
+    result = run_identifiability(a.config, a.overrides, a.out, progress=not a.quiet)
+    files = (result or {}).get("files") or {}
+    if files:
+        print("written: " + ", ".join(str(p) for p in files.values()))
     return 0
 
 

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from fewshot_sparse.data.episodes import EpisodeBatch
+from fewshot_sparse.encoders import build_encoder
+from fewshot_sparse.heads import build_head
 from fewshot_sparse.heads.output import HeadOutput
 
 
@@ -63,9 +65,6 @@ class EpisodicModel(nn.Module):
 
 def build_model(config) -> EpisodicModel:
     """The EpisodicModel a Config names (encoder and head from their registries)."""
-    from fewshot_sparse.encoders import build_encoder
-    from fewshot_sparse.heads import build_head
-
     encoder = build_encoder(config.encoder.name, **config.encoder.kwargs)
     head = build_head(config.head.name, **config.head.kwargs)
     return EpisodicModel(encoder, head, channels_last=config.train.channels_last)

@@ -391,9 +391,21 @@ def run_protocol(ctx: EvalContext, *, way: int, shot: int, query: int, episodes:
     loader, path = protocol_batches(ctx.split, way=way, shot=shot, query=query,
                                     episodes=episodes, seed=seed,
                                     tasks_per_batch=tasks_per_batch, episodes_dir=episodes_dir)
-    res = run_episodes(ctx.model, _progress(loader, len(loader), desc or f"{way}-way {shot}-shot",
-                                            progress),
-                       normalize=ctx.normalize)
+    import warnings
+
+    try:
+        from fewshot_sparse.heads import ConvergenceWarning
+    except ImportError:  # pragma: no cover
+        ConvergenceWarning = None
+    with warnings.catch_warnings():
+        # Unconverged tasks are counted in the report (solver.unconverged), not warned
+        # about batch by batch.
+        if ConvergenceWarning is not None:
+            warnings.simplefilter("ignore", ConvergenceWarning)
+        res = run_episodes(ctx.model,
+                           _progress(loader, len(loader), desc or f"{way}-way {shot}-shot",
+                                     progress),
+                           normalize=ctx.normalize)
     return res, path
 
 

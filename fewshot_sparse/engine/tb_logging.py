@@ -3,7 +3,9 @@
 Only one process writes (rank 0 under DDP): on the others ``TBLogger(None)`` does nothing.
 Tags: ``train/loss``, ``train/accuracy``, ``train/active_fraction``,
 ``train/solver_iterations``, ``train/gap_max``, ``train/unconverged``, ``lr``, and the
-same ``val/*`` scalars per validation; figures under ``val_usage/*``.
+same ``val/*`` scalars per validation; figures under ``val_usage/*``. Training scalars
+are means over the steps since the last log (``gap_max``: the largest), averaged over
+ranks under DDP.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from fewshot_sparse.engine.run_episodes import run_episodes
 from fewshot_sparse.engine.step import meta_train_step
 from fewshot_sparse.engine.tb_logging import TBLogger, log_feature_usage
 from fewshot_sparse.errors import CheckpointError, ConfigError, DataError, FewshotSparseError
+from fewshot_sparse.heads import ConvergenceWarning
 from fewshot_sparse.model import build_model
 
 LAST, BEST, CONFIG, VAL_EPISODES = "last.pt", "best.pt", "config.json", "val_episodes.npz"
@@ -106,7 +108,8 @@ class _Trainer:
                                     optimizer=optimizer, scheduler=scheduler,
                                     map_location=self.device)
             start_epoch, step = state["epoch"], state["global_step"]
-            best = state.get("best_accuracy") or -math.inf
+            if state.get("best_accuracy") is not None:
+                best = state["best_accuracy"]
         if info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.run_dir / CONFIG)
@@ -146,7 +149,8 @@ class _Trainer:
     def _train_epoch(self, model, optimizer, data, epoch, n_batches, mine, step, logger):
         t, info = self.config.train, self.info
         augment = data.train_augment(derived_seed(t.seed, epoch, info.rank, 1), self.device)
-        batches = data.train_batches([epoch * n_batches + b for b in mine])
+        batches = data.train_batches([epoch * n_batches + b for b in mine],
+                                     pin_memory=self.device.type == "cuda")
         bar = None
         if self.progress and info.is_main:
             from tqdm.auto import tqdm
@@ -156,18 +160,26 @@ class _Trainer:
         window: dict[str, list] = {}
         lr = optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
+        unconverged = 0
         for batch in batches:
-            stats = meta_train_step(model, batch, optimizer, label_smoothing=t.label_smoothing,
-                                    augment=augment, amp=t.amp)
+            with warnings.catch_warnings():
+                # Counted instead: the bar, TensorBoard and the epoch line report them.
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                stats = meta_train_step(model, batch, optimizer,
+                                        label_smoothing=t.label_smoothing, augment=augment,
+                                        amp=t.amp)
             step += 1
+            unconverged += int(stats["unconverged"])
             for k, v in stats.items():
                 window.setdefault(k, []).append(v)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.3f}",
-                                active=f"{stats['active_fraction']:.3f}", refresh=False)
+                                active=f"{stats['active_fraction']:.3f}",
+                                unconverged=unconverged, refresh=False)
             if step % t.log_every == 0:
-                means = {k: sum(v) / len(v) for k, v in window.items()}
+                means = {k: max(v) if k == "gap_max" else sum(v) / len(v)
+                         for k, v in window.items()}
                 means = distributed.all_mean(means, info, self.device)
                 logger.scalars("train", means, step)
                 logger.scalars("", {"lr": lr}, step)
@@ -176,21 +188,26 @@ class _Trainer:
             bar.close()
         if info.is_main and self.progress:
             n_eps = len(mine) * t.tasks_per_batch * info.world_size
-            print(f"epoch {epoch + 1}: {n_eps / (time.perf_counter() - t0):.1f} episodes/s",
-                  flush=True)
+            print(f"epoch {epoch + 1}: {n_eps / (time.perf_counter() - t0):.1f} episodes/s, "
+                  f"{unconverged} training tasks unconverged (this rank)", flush=True)
         return step
 
     def _validate(self, model, data, val_batches, epoch, step, logger) -> float:
-        results = run_episodes(model, val_batches, normalize=data.normalize, amp=self.config.train.amp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            results = run_episodes(model, val_batches, normalize=data.normalize,
+                                   amp=self.config.train.amp)
         summary = results.summary()
         logger.scalars("val", summary, step)
         v = self.config.val
         log_feature_usage(logger, results, step, meta={
             "split": "val", "way": v.n_way, "shot": v.n_shot, "epoch": epoch + 1})
         if self.progress:
+            unconverged = int(summary.get("unconverged", 0))
             print(f"epoch {epoch + 1}: val accuracy {summary['accuracy']:.4f} "
                   f"({results.n_episodes} episodes, {v.n_way}-way {v.n_shot}-shot), "
-                  f"active fraction {summary['active_fraction']:.3f}", flush=True)
+                  f"active fraction {summary['active_fraction']:.3f}"
+                  + (f", {unconverged} tasks unconverged" if unconverged else ""), flush=True)
         return summary["accuracy"]
 
 
@@ -242,12 +259,10 @@ class TrainingData:
             tasks_per_batch=t.tasks_per_batch,
             n_batches=t.epochs * (t.episodes_per_epoch // t.tasks_per_batch), seed=t.seed)
 
-    def train_batches(self, numbers: list[int]):
-        t = self.cfg.train
+    def train_batches(self, numbers: list[int], pin_memory: bool = False):
         return torch.utils.data.DataLoader(
             EpisodeDataset(self.train_split), batch_sampler=_Batches(self.sampler, numbers),
-            collate_fn=_identity, num_workers=t.num_workers,
-            pin_memory=torch.cuda.is_available() and t.device != "cpu")
+            collate_fn=_identity, num_workers=self.cfg.train.num_workers, pin_memory=pin_memory)
 
     def train_augment(self, seed: int, device: torch.device):
         """Augmentation + normalisation with a generator on ``device`` seeded by ``seed``."""

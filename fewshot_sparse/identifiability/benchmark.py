@@ -56,8 +56,9 @@ class IdentifiabilityConfig:
     activation: str = "leaky_relu"
     output_norm: str = "batchnorm"    # fixes the feature scale, so lambda1 keeps its meaning
     # ---- the heads
-    lambda1_grid: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0])
-    lambda2: float = 1.0
+    lambda1_grid: list[float] = field(default_factory=lambda: [0.0, 2.0, 5.0, 10.0])
+    lambda2: float = 0.1
+    solver_smoothing: float = 0.1     # dual smoothing (a smoothed hinge): ~2x fewer iterations
     solver_tol: float = 1e-3
     solver_max_iter: int = 1000
     baselines: list[str] = field(default_factory=lambda: ["ridge", "protonet"])
@@ -207,7 +208,8 @@ def _head(cfg: IdentifiabilityConfig, name: str, lambda1: Optional[float]):
 
     if name == "group_lasso_svm":
         return build_head(name, lambda1=lambda1, lambda2=cfg.lambda2, tol=cfg.solver_tol,
-                          max_iter=cfg.solver_max_iter, learn_scale=cfg.learn_scale)
+                          max_iter=cfg.solver_max_iter, smoothing=cfg.solver_smoothing,
+                          learn_scale=cfg.learn_scale)
     if name == "ridge":
         return build_head(name, lam=cfg.ridge_lambda, learn_scale=cfg.learn_scale)
     return build_head(name, learn_scale=cfg.learn_scale)

@@ -11,7 +11,9 @@ The world (fixed by ``seed``):
 
 A task (drawn from a separate, seeded stream):
   S ⊂ {0..m-1}, |S| = k  uniformly at random
-  y = argmax_c (z_S^T w_c + b_c), c < n_way   with random unit w_c and small biases
+  y = argmax_c (z_S^T w_c + b_c), c < n_way   with random unit w_c; biases b_c ~ N(0,
+                          bias_scale^2), 0 by default, so that the rule is exactly a linear
+                          classifier without intercept on z_S (as the heads fit)
   support / query: n_shot / n_query points per class, drawn from p(z | y = c) by
   rejection from a pool of p(z) samples (a rule whose rarest class is too rare is redrawn)
 
@@ -88,7 +90,7 @@ class SyntheticTaskGenerator:
                  n_query: int = 15, *, obs_dim: Optional[int] = None, mixing_depth: int = 2,
                  leaky_slope: float = 0.2, cond: float = 2.0, latent: str = "gaussian",
                  correlation: float = 0.0, correlation_kind: str = "toeplitz",
-                 noise: float = 0.0, bias_scale: float = 0.3, min_class_fraction: float = 0.04,
+                 noise: float = 0.0, bias_scale: float = 0.0, min_class_fraction: float = 0.04,
                  seed: int = 0):
         if not 1 <= k <= m:
             raise ConfigError(f"need 1 <= k <= m, got k={k}, m={m}")

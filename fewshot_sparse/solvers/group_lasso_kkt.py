@@ -12,7 +12,9 @@ from torch import Tensor
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 
-def dual_hessian(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float) -> Tensor:
+def dual_hessian(
+    X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float, gram: Optional[Tensor] = None
+) -> Tensor:
     """Hessian of the dual objective f at beta, [B, S W, S W] (index i * W + c), built on the
     active groups only (docs/math.md, 7):
 
@@ -21,10 +23,17 @@ def dual_hessian(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smo
 
     The a-part is (X diag(a) X^T) kron I (one S x S Gram matrix); the rank-one b-parts are
     gathered on the active features only (padded to the largest active count in the batch).
+    ``gram`` = X X^T may be passed when lambda1 = 0 in every task (then a = 1, b = 0).
     """
     B, S, D = X.shape
     W = Y.shape[-1]
-    V = torch.bmm(X.transpose(1, 2), Y - beta)  # [B, D, W]
+    eye_w = torch.eye(W, dtype=X.dtype, device=X.device)
+    if gram is not None:
+        H = (gram[:, :, None, :, None] * eye_w[None, None, :, None, :]).reshape(B, S * W, S * W) / l2
+        if smoothing > 0:
+            H = H + (smoothing / l2) * torch.eye(S * W, dtype=X.dtype, device=X.device)
+        return H
+    V = torch.bmm((Y - beta).transpose(1, 2), X).transpose(1, 2)  # [B, D, W]
     n = torch.linalg.vector_norm(V, dim=-1)  # [B, D]
     lam = l1[:, :, 0]  # [B, 1]
     active = (n > lam) | (lam <= 0)
@@ -32,7 +41,6 @@ def dual_hessian(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smo
     b = torch.where(active, lam / n_safe, torch.zeros_like(n))
     a = torch.where(active, 1.0 - b, torch.zeros_like(n))
     K = torch.bmm(X * a[:, None, :], X.transpose(1, 2))  # [B, S, S]
-    eye_w = torch.eye(W, dtype=X.dtype, device=X.device)
     H = (K[:, :, None, :, None] * eye_w[None, None, :, None, :]).reshape(B, S * W, S * W)
     rank_one = active & (b > 0)
     m = int(rank_one.sum(-1).max()) if rank_one.numel() else 0

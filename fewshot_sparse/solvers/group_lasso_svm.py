@@ -64,8 +64,10 @@ def check_inputs(X: Tensor, Y: Tensor) -> None:
 # objectives (docs/math.md, sections 1-4)
 # ----------------------------------------------------------------------------------------
 def _bst_of_beta(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor) -> Tensor:
-    """U = BST(X^T (Y - beta), lambda1)  [B, D, W]."""
-    return block_soft_threshold(torch.bmm(X.transpose(1, 2), Y - beta), l1)
+    """U = BST(X^T (Y - beta), lambda1)  [B, D, W]. V is formed as ((Y - beta)^T X)^T: the
+    [W, S] x [S, D] product is several times faster on CPU than [D, S] x [S, W] with a
+    transposed X, and U keeps that layout, which bmm(X, U) also prefers."""
+    return block_soft_threshold(torch.bmm((Y - beta).transpose(1, 2), X).transpose(1, 2), l1)
 
 
 def dual_weights(X: Tensor, Y: Tensor, beta: Tensor, lambda1: Scalar, lambda2: Scalar) -> Tensor:
@@ -73,6 +75,27 @@ def dual_weights(X: Tensor, Y: Tensor, beta: Tensor, lambda1: Scalar, lambda2: S
     B = X.shape[0]
     l1, l2 = task_param(lambda1, B, X), task_param(lambda2, B, X)
     return _bst_of_beta(X, Y, beta, l1) / l2
+
+
+def _scores(X, Y, beta, l1, l2, K=None, norms=False):
+    """(Z = X W(beta) [B, S, W], ||U||^2 [B], sum_j ||U_j|| [B] or None) with U = lambda2 W.
+    K = X X^T [B, S, S] may be given when lambda1 = 0 for every task: then W = X^T (Y - beta)
+    / lambda2 and everything lives in the S-space (S^2 W instead of S D W per product)."""
+    R = Y - beta
+    if K is not None:
+        KR = torch.bmm(K, R)
+        return KR / l2, (R * KR).sum((1, 2)), (torch.zeros_like(l2[:, 0, 0]) if norms else None)
+    U = block_soft_threshold(torch.bmm(R.transpose(1, 2), X).transpose(1, 2), l1)
+    l21 = torch.linalg.vector_norm(U, dim=-1).sum(-1) if norms else None
+    return torch.bmm(X, U) / l2, (U * U).sum((1, 2)), l21
+
+
+def _loss(Z: Tensor, Y: Tensor, l2: Tensor, smoothing: float) -> Tensor:
+    """Sum of the (smoothed, docs/math.md 5) multiclass hinge losses given the scores Z [B]."""
+    if smoothing > 0:
+        return _smoothed_loss(Z, Y, smoothing / l2)
+    margins = 1.0 - Y + Z - (Z * Y).sum(-1, keepdim=True)
+    return margins.amax(-1).sum(-1)
 
 
 def _smoothed_loss(Z: Tensor, Y: Tensor, mu: Tensor) -> Tensor:
@@ -90,19 +113,14 @@ def primal_objective(
     whose dual carries the (s / (2 lambda2)) ||beta - Y||^2 term (docs/math.md, 5)."""
     B = X.shape[0]
     l1, l2 = task_param(lambda1, B, X), task_param(lambda2, B, X)
-    Z = torch.bmm(X, W)
-    if smoothing > 0:
-        loss = _smoothed_loss(Z, Y, smoothing / l2)
-    else:
-        margins = 1.0 - Y + Z - (Z * Y).sum(-1, keepdim=True)
-        loss = margins.amax(-1).sum(-1)
+    loss = _loss(torch.bmm(X, W), Y, l2, smoothing)
     reg = l1[:, 0, 0] * torch.linalg.vector_norm(W, dim=-1).sum(-1) + 0.5 * l2[:, 0, 0] * (W * W).sum((1, 2))
     return loss + reg
 
 
-def _dual_value(Y: Tensor, beta: Tensor, U: Tensor, l2: Tensor, smoothing: float) -> Tensor:
-    """S - f(beta) given U = BST(X^T (Y - beta))  [B]."""
-    f = (U * U).sum((1, 2)) / (2.0 * l2[:, 0, 0]) + (Y * beta).sum((1, 2))
+def _dual_value(Y: Tensor, beta: Tensor, sq: Tensor, l2: Tensor, smoothing: float) -> Tensor:
+    """S - f(beta) given sq = ||BST(X^T (Y - beta))||^2  [B]."""
+    f = sq / (2.0 * l2[:, 0, 0]) + (Y * beta).sum((1, 2))
     if smoothing > 0:
         f = f + smoothing / (2.0 * l2[:, 0, 0]) * ((beta - Y) ** 2).sum((1, 2))
     return Y.shape[1] - f
@@ -114,40 +132,48 @@ def dual_objective(
     """D(beta) = S - f(beta) per task [B], a lower bound on P* for feasible beta (docs/math.md, 3)."""
     B = X.shape[0]
     l1, l2 = task_param(lambda1, B, X), task_param(lambda2, B, X)
-    return _dual_value(Y, beta, _bst_of_beta(X, Y, beta, l1), l2, smoothing)
-
-
-def _gap(X, Y, beta, l1, l2, smoothing) -> Tuple[Tensor, Tensor, Tensor]:
-    """(primal P(W(beta)), dual S - f(beta), relative gap) per task (docs/math.md, 4)."""
     U = _bst_of_beta(X, Y, beta, l1)
-    dual = _dual_value(Y, beta, U, l2, smoothing)
-    primal = primal_objective(X, Y, U / l2, l1, l2, smoothing)
+    return _dual_value(Y, beta, (U * U).sum((1, 2)), l2, smoothing)
+
+
+def _gap(X, Y, beta, l1, l2, smoothing, K=None) -> Tuple[Tensor, Tensor, Tensor]:
+    """(primal P(W(beta)), dual S - f(beta), relative gap) per task (docs/math.md, 4), from
+    one evaluation of the scores: lambda2/2 ||W||^2 = ||U||^2 / (2 lambda2)."""
+    Z, sq, l21 = _scores(X, Y, beta, l1, l2, K, norms=True)
+    dual = _dual_value(Y, beta, sq, l2, smoothing)
+    l1v, l2v = l1[:, 0, 0], l2[:, 0, 0]
+    primal = _loss(Z, Y, l2, smoothing) + l1v * l21 / l2v + sq / (2.0 * l2v)
     rel = (primal - dual) / primal.abs().clamp_min(1.0)
     return primal, dual, rel
 
 
-def squared_spectral_norm(X: Tensor) -> Tensor:
+def _gram(X: Tensor) -> Tensor:
+    """The smaller Gram matrix, X X^T [B, S, S] or X^T X [B, D, D]."""
+    return torch.bmm(X, X.transpose(1, 2)) if X.shape[1] <= X.shape[2] else torch.bmm(X.transpose(1, 2), X)
+
+
+def squared_spectral_norm(X: Tensor, gram: Optional[Tensor] = None) -> Tensor:
     """||X_b||_2^2 for each task [B]: the largest eigenvalue of the smaller Gram matrix
     (S x S or D x D), computed exactly by a batched symmetric eigensolver."""
-    G = X @ X.transpose(1, 2) if X.shape[1] <= X.shape[2] else X.transpose(1, 2) @ X
+    G = _gram(X) if gram is None else gram
     return torch.linalg.eigvalsh(G)[..., -1].clamp_min(0.0)
 
 
 # ----------------------------------------------------------------------------------------
 # one FISTA step (docs/math.md, 6)
 # ----------------------------------------------------------------------------------------
-def _dual_grad(X, Y, beta, l1, l2, smoothing) -> Tensor:
+def _dual_grad(X, Y, beta, l1, l2, smoothing, K=None) -> Tensor:
     """grad f(beta) = Y - X W(beta) [+ (s / lambda2)(beta - Y)]  [B, S, W]."""
-    g = Y - torch.bmm(X, _bst_of_beta(X, Y, beta, l1)) / l2
+    g = Y - _scores(X, Y, beta, l1, l2, K)[0]
     if smoothing > 0:
         g = g + (smoothing / l2) * (beta - Y)
     return g
 
 
-def fista_step(X, Y, l1, l2, step, smoothing, x, y, t):
+def fista_step(X, Y, l1, l2, step, smoothing, x, y, t, K=None):
     """x+ = proj(y - step * grad f(y)); momentum with gradient restart (O'Donoghue & Candes
     2015): a task restarts (t = 1, y = x+) when <y - x+, x+ - x> > 0. Returns (x+, y+, t+)."""
-    x_new = project_rows_to_simplex(y - step * _dual_grad(X, Y, y, l1, l2, smoothing))
+    x_new = project_rows_to_simplex(y - step * _dual_grad(X, Y, y, l1, l2, smoothing, K))
     d = x_new - x
     restart = ((y - x_new) * d).sum((1, 2), keepdim=True) > 0
     t_new = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * t * t))
@@ -156,15 +182,15 @@ def fista_step(X, Y, l1, l2, step, smoothing, x, y, t):
     return x_new, x_new + mom * d, t_new
 
 
-def newton_step(X, Y, l1, l2, step, smoothing, x):
+def newton_step(X, Y, l1, l2, step, smoothing, x, K=None):
     """One projected-Newton step on the current face (docs/math.md, 6): a projected
     gradient step identifies the face (free entries F, active groups A), then the reduced
     KKT system H_FF d + E nu = -grad f_F, E^T d = 0 gives the step; the result is projected
     back onto the simplex rows. Exact in one step where f is quadratic on the face
     (lambda1 = 0, or active groups whose directions are fixed)."""
-    base = project_rows_to_simplex(x - step * _dual_grad(X, Y, x, l1, l2, smoothing))
-    g = _dual_grad(X, Y, base, l1, l2, smoothing)
-    H = dual_hessian(X, Y, base, l1, l2, smoothing)
+    base = project_rows_to_simplex(x - step * _dual_grad(X, Y, x, l1, l2, smoothing, K))
+    g = _dual_grad(X, Y, base, l1, l2, smoothing, K)
+    H = dual_hessian(X, Y, base, l1, l2, smoothing, gram=K)
     d = kkt_solve(H, -g, base > 0)
     return project_rows_to_simplex(base + d)
 
@@ -199,9 +225,9 @@ class GroupLassoSVMDual:
         if self.tol < 0 or self.max_iter < 0 or self.smoothing < 0 or self.check_every < 1:
             raise ValueError(f"invalid solver settings {self}")
 
-    def lipschitz(self, X: Tensor, l2: Tensor) -> Tensor:
+    def lipschitz(self, X: Tensor, l2: Tensor, gram: Optional[Tensor] = None) -> Tensor:
         """L = (||X||_2^2 + s) / lambda2 per task [B, 1, 1] (docs/math.md, 6)."""
-        return (squared_spectral_norm(X).reshape(-1, 1, 1) + self.smoothing) / l2
+        return (squared_spectral_norm(X, gram).reshape(-1, 1, 1) + self.smoothing) / l2
 
     def run(
         self, X: Tensor, Y: Tensor, lambda1: Scalar, lambda2: Scalar, beta0: Optional[Tensor] = None
@@ -221,7 +247,10 @@ class GroupLassoSVMDual:
             raise ValueError("need lambda2 > 0 and lambda1 >= 0")
         X, Y = X.detach(), Y.detach()
         x = Y.clone() if beta0 is None else project_rows_to_simplex(beta0.detach().to(X))
-        step = 1.0 / self.lipschitz(X, l2)
+        G = _gram(X)
+        step = 1.0 / self.lipschitz(X, l2, G)
+        # lambda1 = 0 in every task and S <= D: work with K = X X^T in the S-space
+        K = G if (X.shape[1] <= X.shape[2] and not bool((l1 > 0).any())) else None
 
         beta_out = x.clone()
         iters = torch.zeros(B, dtype=torch.long, device=X.device)
@@ -231,20 +260,20 @@ class GroupLassoSVMDual:
         # Tasks still running; converged ones are dropped from the working batch (their
         # results are already written), so the remaining ones run on a compact batch.
         idx = torch.arange(B, device=X.device)
-        Xa, Ya, l1a, l2a, sa = X, Y, l1, l2, step
+        Xa, Ya, l1a, l2a, sa, Ka = X, Y, l1, l2, step, K
         y, t = x, torch.ones_like(l2)
         newton = torch.zeros_like(iters)  # accepted Newton steps per running task
         k = 0  # FISTA iterations of the running tasks
         while True:
             if k % self.check_every == 0 or k >= self.max_iter:
-                p, d, g = _gap(Xa, Ya, x, l1a, l2a, self.smoothing)
+                p, d, g = _gap(Xa, Ya, x, l1a, l2a, self.smoothing, Ka)
                 if self.polish and k < self.max_iter:
                     for _ in range(self.polish_steps):
                         want = (g > self.tol) & (g < self.polish_below)
                         if not bool(want.any()):
                             break
-                        xn = newton_step(Xa, Ya, l1a, l2a, sa, self.smoothing, x)
-                        pn, dn, gn = _gap(Xa, Ya, xn, l1a, l2a, self.smoothing)
+                        xn = newton_step(Xa, Ya, l1a, l2a, sa, self.smoothing, x, Ka)
+                        pn, dn, gn = _gap(Xa, Ya, xn, l1a, l2a, self.smoothing, Ka)
                         better = want & (gn < g)
                         if not bool(better.any()):
                             break
@@ -264,7 +293,8 @@ class GroupLassoSVMDual:
                     keep = ~done
                     idx, x, y, t, newton = idx[keep], x[keep], y[keep], t[keep], newton[keep]
                     Xa, Ya, l1a, l2a, sa = Xa[keep], Ya[keep], l1a[keep], l2a[keep], sa[keep]
-            x, y, t = fista_step(Xa, Ya, l1a, l2a, sa, self.smoothing, x, y, t)
+                    Ka = None if Ka is None else Ka[keep]
+            x, y, t = fista_step(Xa, Ya, l1a, l2a, sa, self.smoothing, x, y, t, Ka)
             k += 1
 
         info = SolverInfo(iterations=iters, primal=primal, dual=dual, gap=gap, converged=gap <= self.tol)
