@@ -14,7 +14,7 @@ import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from fewshot_sparse.errors import ConfigError
 
@@ -98,29 +98,12 @@ class Config:
 
 # ----------------------------------------------------------------------------- checking
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
 def _coerce(value: Any, tp, key: str):
     """Check ``value`` against annotation ``tp``; int is accepted where float is expected."""
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is list:
+    if typing.get_origin(tp) is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected list[{_type_name(item)}], got {value!r}")
+            raise ConfigError(f"{key}: expected list[{item.__name__}], got {value!r}")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is dict:
         if not isinstance(value, dict):
@@ -175,8 +158,11 @@ def _as_object(v, key: str) -> dict:
     return v
 
 
-def _parse_value(text: str):
-    """An override's value: JSON if it parses (3, 0.1, true, [1,2], "x"), else a string."""
+def _parse_value(text: str, tp=None):
+    """An override's value: the text itself for a str field, else JSON if it parses
+    (3, 0.1, true, [1,2], "x"), else the text."""
+    if tp is str:
+        return text
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -205,7 +191,10 @@ def _apply_override(data: dict, override: str) -> None:
             child = {}
             node[part] = child
         node = child
-    node[parts[-1]] = _parse_value(text)
+    leaf = None
+    if cls is not None:
+        leaf = typing.get_type_hints(cls).get(parts[-1])
+    node[parts[-1]] = _parse_value(text, leaf)
 
 
 def resolve_config_path(path_or_name) -> Path:

@@ -1,13 +1,15 @@
 """EpisodicModel: an encoder and a head applied to an EpisodeBatch.
 
 Support and query images go through the encoder in one pass (concatenated, then split),
-so BatchNorm sees one batch and the encoder runs once per step. The head always solves
-its problem in float32: under mixed precision only the encoder runs in bfloat16.
+so BatchNorm sees one batch and the encoder runs once per step. Under mixed precision
+only the encoder runs in bfloat16: its features are cast back to float32 and the head
+solves outside autocast (float64 models stay float64).
 """
 
 from __future__ import annotations
 
 import contextlib
+
 import torch
 from torch import nn
 
@@ -34,7 +36,7 @@ class EpisodicModel(nn.Module):
         self.channels_last = channels_last
 
     def encode(self, x: torch.Tensor, amp: bool = False) -> torch.Tensor:
-        """Encode a flat batch [M, *input] to float32 features [M, D]."""
+        """Encode a flat batch [M, *input] to features [M, D] (float32 at least)."""
         cuda = x.is_cuda
         if cuda and self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -42,7 +44,8 @@ class EpisodicModel(nn.Module):
                else contextlib.nullcontext())
         with ctx:
             feats = self.encoder(x)
-        return feats.reshape(feats.shape[0], -1).float()
+        feats = feats.reshape(feats.shape[0], -1)
+        return feats.float() if feats.dtype in (torch.float16, torch.bfloat16) else feats
 
     def features(self, batch: EpisodeBatch, amp: bool = False):
         """Support and query features, [B, N*K, D] and [B, N*Q, D], from one encoder pass."""

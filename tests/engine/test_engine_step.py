@@ -125,3 +125,24 @@ def test_run_episodes_normalize_and_closed_form_head():
     res = run_episodes(conv_model(head="protonet"), [episodes()], normalize=normalize)
     assert calls == [1] and res.iterations is None
     assert set(res.summary()) == {"accuracy", "loss", "active_fraction"}
+
+
+def test_float64_model_keeps_float64():
+    model = conv_model().double()
+    b = episodes()
+    b.support_images, b.query_images = b.support_images.double(), b.query_images.double()
+    assert model(b).logits.dtype == torch.float64
+
+
+@pytest.mark.gpu
+def test_amp_and_channels_last_on_cuda():
+    model = conv_model().cuda().to(memory_format=torch.channels_last)
+    model.channels_last = True
+    b = episodes().to("cuda")
+    support, _ = model.features(b, amp=True)
+    assert support.dtype == torch.float32
+    out = model(b, amp=True)
+    assert out.logits.dtype == torch.float32
+    stats = meta_train_step(model, episodes(), torch.optim.SGD(model.parameters(), lr=0.1),
+                            amp=True)
+    assert stats["unconverged"] == 0
