@@ -5,3 +5,18 @@ Data flows one way: cli -> engine -> model -> {encoders, heads} -> solvers -> im
 """
 
 __version__ = "0.1.0"
+
+# The Python API (fewshot_sparse/api.py), loaded on first use so that importing a low
+# layer such as ``fewshot_sparse.solvers`` does not pull in the whole engine.
+_API = ("prepare", "train", "evaluate", "feature_usage", "load_config", "run_demo")
+
+
+def __getattr__(name):
+    if name in _API:
+        from fewshot_sparse import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'fewshot_sparse' has no attribute {name!r}")
+
+
+__all__ = list(_API)

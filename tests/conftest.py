@@ -6,6 +6,11 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The suite's problems are tiny: intra-op threads only add OpenMP barrier waits, which
+# become 10-50x slowdowns when another process (a DDP rank, a DataLoader worker) holds
+# the other core. Child processes inherit the variable.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
