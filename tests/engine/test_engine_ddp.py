@@ -28,9 +28,9 @@ from fewshot_sparse.engine import train as train_mod
 
 seen = []
 original = train_mod.TrainingData.train_batches
-def recording(self, numbers):
+def recording(self, numbers, **kwargs):
     seen.extend(numbers)
-    return original(self, numbers)
+    return original(self, numbers, **kwargs)
 train_mod.TrainingData.train_batches = recording
 
 run = train_mod.train(load_config(sys.argv[1]), progress=False)
