@@ -98,13 +98,13 @@ class Config:
 
 # ----------------------------------------------------------------------------- checking
 
-def _coerce(value: Any, tp, key: str):
+def coerce_value(value: Any, tp, key: str):
     """Check ``value`` against annotation ``tp``; int is accepted where float is expected."""
     if typing.get_origin(tp) is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected list[{item.__name__}], got {value!r}")
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [coerce_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a JSON object, got {value!r}")
@@ -147,7 +147,7 @@ def _build(cls, data: dict, prefix: str = ""):
             v = _build(tp, {**dataclasses.asdict(getattr(obj, k)), **_as_object(v, prefix + k)},
                        prefix + k + ".")
         else:
-            v = _coerce(v, tp, prefix + k)
+            v = coerce_value(v, tp, prefix + k)
         setattr(obj, k, v)
     return obj
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from fewshot_sparse.encoders.mlp import MLPEncoder
+from fewshot_sparse.config import coerce_value
 from fewshot_sparse.errors import ConfigError
 from fewshot_sparse.identifiability.generator import SyntheticTaskGenerator
 from fewshot_sparse.identifiability.metrics import dci, linear_r2, mcc, support_agreement
@@ -86,32 +87,6 @@ PRESETS = {
 
 
 # ----------------------------------------------------------------------------- config
-def _coerce(value, tp, key: str):
-    origin = typing.get_origin(tp)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an int, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {tp!r}")
-
-
 def _apply(cfg: IdentifiabilityConfig, data: dict, where: str) -> IdentifiabilityConfig:
     hints = typing.get_type_hints(IdentifiabilityConfig)
     changes = {}
@@ -119,7 +94,7 @@ def _apply(cfg: IdentifiabilityConfig, data: dict, where: str) -> Identifiabilit
         if key not in hints:
             raise ConfigError(f"{where}: unknown identifiability config key {key!r}; valid keys: "
                               f"{', '.join(f.name for f in dataclasses.fields(IdentifiabilityConfig))}")
-        changes[key] = _coerce(value, hints[key], key)
+        changes[key] = coerce_value(value, hints[key], key)
     return dataclasses.replace(cfg, **changes)
 
 
