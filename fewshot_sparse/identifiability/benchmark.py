@@ -70,7 +70,8 @@ class IdentifiabilityConfig:
     tasks_per_batch: int = 16
     lr: float = 3e-3                  # Adam, cosine-annealed to 0 over ``steps``
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    threads: int = 0                  # torch.set_num_threads (0: leave as is)
+    threads: int = 1                  # torch.set_num_threads (0: leave as is); the models are
+                                      # tiny, so extra OpenMP threads only add barrier waits
     # ---- evaluation
     test_tasks: int = 200
     eval_points: int = 4000
