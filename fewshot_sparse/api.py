@@ -62,19 +62,14 @@ def _finished_epochs(ckpt: Path) -> int:
 
 
 def run_demo(out="runs/demo", *, data=None, overrides: Sequence[str] = (),
-             episodes: Optional[int] = None, inspect_episodes: int = 300, resume: bool = False,
+             episodes: int = 1000, inspect_episodes: int = 300, resume: bool = False,
              device: str = "auto", progress: bool = True, shots: Sequence[int] = (1, 5),
              recipe: str = "demo_glyphs") -> dict:
     """Glyphs -> train -> evaluate (group-Lasso head and ProtoNet head, same encoder) ->
     inspect. Re-running it reuses what is already there (prepared data, a finished run;
-    an unfinished run is resumed). ``episodes`` (test episodes per shot) defaults to the
-    protocol's 1000 on a GPU and 300 on a CPU, where the iterative solver is slower.
+    an unfinished run is resumed). ``episodes``: test episodes per shot (the protocol's 1000).
     Returns the paths written and the eval reports."""
-    from fewshot_sparse.engine.evaluate import resolve_device
-
     out = Path(out)
-    if episodes is None:
-        episodes = 1000 if resolve_device(device).type == "cuda" else 300
     data = Path(data) if data is not None else out / "data" / "glyphs"
     say = print
 

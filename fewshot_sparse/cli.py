@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prepared glyph cache (default <out>/data/glyphs; made if missing)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a demo_glyphs config value (repeatable)")
-    s.add_argument("--episodes", type=int, default=None,
-                   help="test episodes per shot (default 1000 on a GPU, 300 on a CPU)")
+    s.add_argument("--episodes", type=int, default=1000,
+                   help="test episodes per shot (default 1000, the standard protocol)")
     s.add_argument("--inspect-episodes", type=int, default=300)
     s.add_argument("--resume", action="store_true")
     s.add_argument("--device", default="auto")
