@@ -252,11 +252,16 @@ def load_config(path_or_name=None, overrides: Optional[list[str]] = None) -> Con
     """Config from a JSON file or recipe name (None: the defaults) plus overrides."""
     data: dict = {}
     if path_or_name is not None:
-        path = resolve_config_path(path_or_name)
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a JSON object at the top level")
+        data = read_json_object(resolve_config_path(path_or_name))
     return config_from_dict(data, overrides)
+
+
+def read_json_object(path: Path) -> dict:
+    """A config file's top-level JSON object, or a ConfigError naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object at the top level")
+    return data

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from fewshot_sparse.encoders.mlp import MLPEncoder
-from fewshot_sparse.config import coerce_value
+from fewshot_sparse.config import coerce_value, read_json_object
 from fewshot_sparse.errors import ConfigError
 from fewshot_sparse.identifiability.generator import SyntheticTaskGenerator
 from fewshot_sparse.identifiability.metrics import dci, linear_r2, mcc, support_agreement
@@ -128,12 +128,7 @@ def load_identifiability_config(config=None, overrides: Sequence[str] = ()) -> I
                 if not path.is_file():
                     raise ConfigError(f"no identifiability config file {str(config)!r} and no "
                                       f"preset of that name; presets: {', '.join(PRESETS)}")
-                try:
-                    data = json.loads(path.read_text())
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{path}: not valid JSON ({e})") from None
-                if not isinstance(data, dict):
-                    raise ConfigError(f"{path}: expected a JSON object at the top level")
+                data = read_json_object(path)
                 where = str(path)
         elif config is not None:
             raise ConfigError(f"config must be a preset name, a path, a dict or an "
