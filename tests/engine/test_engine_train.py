@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fewshot_sparse.config import load_config

@@ -1,7 +1,6 @@
 """Implicit gradients of the group-Lasso SVM solution against finite differences of an
 independent CVXPY solve, against unrolled FISTA, and torch.autograd.gradcheck (float64)."""
 
-import numpy as np
 import pytest
 import torch
 

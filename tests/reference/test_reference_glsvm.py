@@ -114,6 +114,7 @@ def test_primal_objective_matches(solved):
         np_h = numpy_primal(X[b].numpy(), Y[b].numpy(), W_h[b].numpy(), l1, l2)
         np_r = numpy_primal(X[b].numpy(), Y[b].numpy(), W_r[b].numpy(), l1, l2)
         assert float(p_h[b]) == pytest.approx(np_h, rel=1e-12)  # the package's P is right
+        assert float(p_r[b]) == pytest.approx(np_r, rel=1e-12)  # also on the reference's W
         assert np_h == pytest.approx(np_r, rel=1e-6, abs=1e-9)  # same optimum value
         assert float(p_h[b]) <= np_r * (1 + 1e-6) + 1e-9
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cvx_glsvm import one_hot, solve_primal
+from cvx_glsvm import solve_primal
 from fewshot_sparse.solvers.group_lasso_svm import (
     GroupLassoSVMDual,
     dual_objective,
