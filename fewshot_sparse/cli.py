@@ -18,6 +18,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from fewshot_sparse import __version__
 from fewshot_sparse.errors import FewshotSparseError
 
 PROG = "fewshot-sparse"
@@ -61,8 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "(group-Lasso Crammer-Singer SVM head).",
         epilog="Start with `fewshot-sparse demo`. `fewshot-sparse COMMAND --help` "
                "describes each command.")
-    from fewshot_sparse import __version__
-
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -170,9 +169,15 @@ def _add_eval_args(s, *, episodes: int, shot: str) -> None:
 
 # -------------------------------------------------------------------------- commands
 
-def cmd_prepare(a) -> int:
-    from fewshot_sparse.data.prepare import prepare
+def _api():
+    """``fewshot_sparse.api``, imported when a command runs: it loads torch (a second or
+    more), which ``--help``, ``--version`` and argument errors should not wait for."""
+    from fewshot_sparse import api
 
+    return api
+
+
+def cmd_prepare(a) -> int:
     if a.dataset != "glyphs" and a.root is None:
         raise UserError(f"prepare --dataset {a.dataset} needs --root (the downloaded dataset)")
     extra = {}
@@ -182,18 +187,16 @@ def cmd_prepare(a) -> int:
         extra["glyph_max_classes"] = a.glyph_max_classes
     if extra and a.dataset != "glyphs":
         raise UserError("--glyph-instances / --glyph-max-classes apply to --dataset glyphs only")
-    out = prepare(a.dataset, a.root, a.out, fmt=a.fmt, seed=a.seed, image_size=a.image_size,
+    out = _api().prepare(a.dataset, a.root, a.out, fmt=a.fmt, seed=a.seed, image_size=a.image_size,
                   progress=True, **extra)
     print(f"prepared {a.dataset} -> {out}")
     return 0
 
 
 def cmd_train(a) -> int:
-    from fewshot_sparse.api import train
-    from fewshot_sparse.config import load_config
-
-    cfg = load_config(a.config, a.overrides)
-    run_dir = train(cfg, resume=a.resume, progress=True)
+    api = _api()
+    cfg = api.load_config(a.config, a.overrides)
+    run_dir = api.train(cfg, resume=a.resume, progress=True)
     print(f"run written to {run_dir}")
     return 0
 
@@ -203,34 +206,27 @@ def _seed_kw(a) -> dict:
 
 
 def cmd_eval(a) -> int:
-    from fewshot_sparse.api import evaluate
-
-    evaluate(a.checkpoint, data=a.data, way=a.way, shots=a.shot, query=a.query,
-             episodes=a.episodes, head=a.head, head_kwargs=parse_assignments(a.head_set),
-             tasks_per_batch=a.tasks_per_batch, split=a.split, device=a.device,
-             out_dir=a.out, progress=not a.quiet, **_seed_kw(a))
+    _api().evaluate(a.checkpoint, data=a.data, way=a.way, shots=a.shot, query=a.query,
+                    episodes=a.episodes, head=a.head, head_kwargs=parse_assignments(a.head_set),
+                    tasks_per_batch=a.tasks_per_batch, split=a.split, device=a.device,
+                    out_dir=a.out, progress=not a.quiet, **_seed_kw(a))
     return 0
 
 
 def cmd_inspect(a) -> int:
-    from fewshot_sparse.api import feature_usage
-
     for shot in a.shot:
-        rep = feature_usage(a.checkpoint, data=a.data, episodes=a.episodes, way=a.way,
-                            shot=shot, query=a.query, out_dir=a.out, head=a.head,
-                            head_kwargs=parse_assignments(a.head_set), split=a.split,
-                            device=a.device, progress=not a.quiet, **_seed_kw(a))
+        rep = _api().feature_usage(
+            a.checkpoint, data=a.data, episodes=a.episodes, way=a.way, shot=shot,
+            query=a.query, out_dir=a.out, head=a.head,
+            head_kwargs=parse_assignments(a.head_set), split=a.split, device=a.device,
+            progress=not a.quiet, **_seed_kw(a))
         print(rep.summary)
         print(f"written to {rep.out_dir}")
     return 0
 
 
 def cmd_identifiability(a) -> int:
-    try:
-        from fewshot_sparse.identifiability.benchmark import run_identifiability
-    except ImportError:
-        raise UserError("the identifiability benchmark is not available in this version")
-    result = run_identifiability(a.config, a.overrides, a.out, progress=not a.quiet)
+    result = _api().run_identifiability(a.config, a.overrides, a.out, progress=not a.quiet)
     files = (result or {}).get("files") or {}
     if files:
         print("written: " + ", ".join(str(p) for p in files.values()))
@@ -238,11 +234,9 @@ def cmd_identifiability(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from fewshot_sparse.api import run_demo
-
-    run_demo(out=a.out, data=a.data, overrides=a.overrides, episodes=a.episodes,
-             inspect_episodes=a.inspect_episodes, resume=a.resume, device=a.device,
-             progress=not a.quiet)
+    _api().run_demo(out=a.out, data=a.data, overrides=a.overrides, episodes=a.episodes,
+                    inspect_episodes=a.inspect_episodes, resume=a.resume, device=a.device,
+                    progress=not a.quiet)
     return 0
 
 

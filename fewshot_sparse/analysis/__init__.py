@@ -4,8 +4,8 @@ Pure functions on active masks [T, D], group norms [T, D] and class ids [T, N]:
 :func:`compute_feature_usage` builds a :class:`FeatureUsageStats`;
 :func:`feature_usage_figures` turns it into matplotlib Figures (e.g. for TensorBoard);
 :func:`save_feature_usage` writes PNGs, .npz, CSV and a text summary.
-``fewshot_sparse.analysis.inspection.feature_usage`` runs a checkpoint on test episodes and
-does all of it.
+Nothing here imports from above (no engine, no model): ``fewshot_sparse.apps.inspect``
+runs a checkpoint on test episodes and hands the results to these functions.
 """
 
 from fewshot_sparse.analysis.export import save_arrays, save_feature_usage, save_tables

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from fewshot_sparse.engine.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -40,11 +42,7 @@ def setup(device: str = "auto") -> tuple[DistInfo, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     info = DistInfo(int(os.environ.get("RANK", "0")), world,
                     int(os.environ.get("LOCAL_RANK", "0")))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", info.local_rank if info.enabled else 0)
+    dev = resolve_device(device, info.local_rank if info.enabled else 0)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if info.enabled and not dist.is_initialized():

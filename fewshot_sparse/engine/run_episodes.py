@@ -1,7 +1,7 @@
 """Run a model on episodes without gradients and keep what each episode did.
 
 ``run_episodes`` is the one evaluation loop: validation during training and the
-evaluation protocol (``engine/evaluate.py``: mean and 95% CI over fixed episodes) both
+evaluation protocol (``apps/evaluate.py``: mean and 95% CI over fixed episodes) both
 call it.
 """
 

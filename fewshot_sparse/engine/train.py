@@ -27,16 +27,16 @@ import numpy as np
 import torch
 
 from fewshot_sparse.config import Config
-from fewshot_sparse.data import (EpisodeAugment, EpisodeSampler, FixedEpisodes, Normalize,
-                                 episode_loader, make_fixed_episodes, open_prepared, prepare)
+from fewshot_sparse.data import EpisodeAugment, EpisodeSampler, Normalize, open_prepared, prepare
 from fewshot_sparse.data.loader import EpisodeDataset
 from fewshot_sparse.data.prepare import MANIFEST
 from fewshot_sparse.engine import distributed
 from fewshot_sparse.engine.checkpoint import load_checkpoint, save_checkpoint
+from fewshot_sparse.engine.protocol import EpisodeProtocol, fixed_episodes, protocol_batches
 from fewshot_sparse.engine.run_episodes import run_episodes
 from fewshot_sparse.engine.step import meta_train_step
 from fewshot_sparse.engine.tb_logging import TBLogger, log_feature_usage
-from fewshot_sparse.errors import CheckpointError, ConfigError, DataError, FewshotSparseError
+from fewshot_sparse.errors import CheckpointError, ConfigError, FewshotSparseError
 from fewshot_sparse.heads import ConvergenceWarning
 from fewshot_sparse.model import build_model
 
@@ -278,17 +278,6 @@ class TrainingData:
 
     def val_batches(self, path: Path):
         """The fixed validation episodes, drawn once and saved at ``path``."""
-        v = self.cfg.val
-        if path.is_file():
-            fixed = FixedEpisodes.load(path)
-            if (fixed.n_way, fixed.n_shot, fixed.n_query, len(fixed), fixed.seed) != (
-                    v.n_way, v.n_shot, v.n_query, v.episodes, v.seed):
-                raise DataError(f"{path} holds other validation episodes than the config's "
-                                f"val section")
-        else:
-            fixed = make_fixed_episodes(self.val_split, v.n_way, v.n_shot, v.n_query,
-                                        v.episodes, v.seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fixed.save(path)
-        return episode_loader(self.val_split, tasks_per_batch=v.tasks_per_batch,
-                              n_batches=None, fixed=fixed)
+        protocol = EpisodeProtocol.from_val_config(self.cfg.val)
+        fixed, _ = fixed_episodes(self.val_split, protocol, protocol.shots[0], path)
+        return protocol_batches(self.val_split, fixed, protocol.tasks_per_batch)

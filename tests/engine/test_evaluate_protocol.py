@@ -11,7 +11,8 @@ from PIL import Image
 from fewshot_sparse.config import config_from_dict
 from fewshot_sparse.data.prepare import prepare
 from fewshot_sparse.engine.checkpoint import save_checkpoint
-from fewshot_sparse.engine.evaluate import EvalReport, ShotResult, evaluate, mean_ci95
+from fewshot_sparse.apps.evaluate import evaluate
+from fewshot_sparse.engine.report import EvalReport, ShotResult, mean_ci95
 from fewshot_sparse.engine.run_episodes import EpisodeResults
 from fewshot_sparse.errors import CheckpointError, ConfigError, DataError
 from fewshot_sparse.model import build_model
@@ -138,7 +139,7 @@ def test_evaluate_user_errors(tiny, tmp_path):
 
 
 def test_feature_usage_report(tiny, tmp_path):
-    from fewshot_sparse.analysis.inspection import feature_usage
+    from fewshot_sparse.apps.inspect import feature_usage
 
     data, ckpt = tiny
     rep = feature_usage(ckpt, data=data, episodes=6, way=3, shot=2, query=2, device="cpu",

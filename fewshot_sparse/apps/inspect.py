@@ -6,12 +6,14 @@ features inspected are those of the tasks whose accuracy ``evaluate`` reports.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from fewshot_sparse.analysis.export import save_feature_usage
-from fewshot_sparse.analysis.stats import FeatureUsageStats, compute_feature_usage, summary_text
+from fewshot_sparse.analysis import FeatureUsageStats, compute_feature_usage, save_feature_usage, summary_text
+from fewshot_sparse.apps.evaluate import default_episodes_dir, open_for_eval, run_protocol
+from fewshot_sparse.engine.protocol import DEFAULT_SEED, EpisodeProtocol
 
 
 @dataclass
@@ -37,21 +39,18 @@ def feature_usage(checkpoint, *, data=None, episodes: int = 500, way: int = 5, s
     ``checkpoint`` may also be an in-memory model (then ``data`` is required and nothing
     is written unless ``out_dir`` is given).
     """
-    from fewshot_sparse.engine import evaluate as ev
-
-    ev._check_protocol(way, [shot], query, episodes, tasks_per_batch)
-    seed = ev.DEFAULT_SEED if seed is None else seed
-    ctx = ev.open_for_eval(checkpoint, data=data, head=head, head_kwargs=head_kwargs,
-                           split=split, device=device)
+    seed = DEFAULT_SEED if seed is None else seed
+    protocol = EpisodeProtocol(way=way, shots=(shot,), query=query, episodes=episodes,
+                               seed=seed, tasks_per_batch=tasks_per_batch)
+    ctx = open_for_eval(checkpoint, data=data, head=head, head_kwargs=head_kwargs,
+                        split=split, device=device)
     head_name, head_kw = ctx.head, ctx.head_kwargs
     if out_dir is None and ctx.run_dir is not None:
         out_dir = ctx.run_dir / "inspect" / f"{head_name}_{way}way{shot}shot"
     if episodes_dir is None:
-        episodes_dir = ev._episodes_dir(ctx.data, out_dir)
-    res, _ = ev.run_protocol(ctx, way=way, shot=shot, query=query, episodes=episodes,
-                             seed=seed, tasks_per_batch=tasks_per_batch,
-                             episodes_dir=episodes_dir, progress=progress,
-                             desc=f"inspect {way}-way {shot}-shot")
+        episodes_dir = default_episodes_dir(ctx.data, out_dir)
+    res, _ = run_protocol(ctx, protocol, shot, episodes_dir=episodes_dir, progress=progress,
+                          desc=f"inspect {way}-way {shot}-shot")
     split_data = ctx.split
     meta = {"head": head_name, "way": way, "shot": shot, "query": query,
             "episodes": res.n_episodes, "split": split, "seed": seed,
@@ -77,8 +76,6 @@ def feature_usage(checkpoint, *, data=None, episodes: int = 500, way: int = 5, s
 
 def _add_class_names(csv_path: Path, names: list) -> None:
     """Append a class_name column to classes.csv."""
-    import csv
-
     rows = list(csv.reader(csv_path.open()))
     if not rows:
         return

@@ -1,0 +1,154 @@
+"""The standard evaluation protocol: N-way K-shot accuracy over fixed test episodes.
+
+For each shot count K: ``episodes`` seeded test episodes (the same seed gives the same
+episodes, for every checkpoint and head; the episode list is saved once and reused,
+see engine/protocol.py), run through :func:`fewshot_sparse.engine.run_episodes.run_episodes`,
+summarised (engine/report.py) as
+
+* mean query accuracy and its 95% confidence interval ``1.96 * std / sqrt(n)``;
+* the mean fraction (and number) of features each task's classifier uses;
+* the solver's report: mean and max iterations, largest relative duality gap, number of
+  tasks that missed the solver's tolerance (closed-form heads have none).
+
+``evaluate`` prints a table, writes a JSON file and returns an :class:`EvalReport`.
+One encoder can be evaluated with several heads: ``head="protonet"`` (or
+``head={"name": ..., "kwargs": {...}}``) replaces the checkpoint's head.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+from fewshot_sparse.engine.device import resolve_device
+from fewshot_sparse.engine.loading import HeadSpec, load_model, make_normalizer, replace_head, run_dir_of
+from fewshot_sparse.engine.protocol import (DEFAULT_SEED, EpisodeProtocol, fixed_episodes, open_split,
+                                            protocol_batches)
+from fewshot_sparse.engine.report import EvalReport, ShotResult
+from fewshot_sparse.engine.run_episodes import run_episodes
+from fewshot_sparse.errors import ConfigError
+from fewshot_sparse.heads import ConvergenceWarning
+
+
+@dataclass
+class EvalContext:
+    """A model ready for the protocol: weights loaded, head chosen, data opened."""
+
+    model: torch.nn.Module
+    config: Any                      # the checkpoint's Config (None for an in-memory model)
+    checkpoint: Optional[Path]
+    name: str                        # how reports name the model
+    run_dir: Optional[Path]
+    data: Path
+    split: Any                       # PreparedSplit
+    normalize: Any
+    head: str
+    head_kwargs: dict
+
+
+def open_for_eval(checkpoint, *, data=None, head: HeadSpec = None,
+                  head_kwargs: Optional[dict] = None, split: str = "test",
+                  device: str = "auto") -> EvalContext:
+    """Load ``checkpoint`` (file, run directory or in-memory model), swap the head if
+    asked, and open the ``split`` of ``data`` (default: the data the model trained on)."""
+    dev = resolve_device(device)
+    if isinstance(checkpoint, torch.nn.Module):
+        model, cfg, path = checkpoint.to(dev), None, None
+        name = type(checkpoint).__name__
+    else:
+        model, cfg, path, _ = load_model(checkpoint, device=dev)
+        name = str(path)
+    if data is None:
+        if cfg is None:
+            raise ConfigError("pass data=<prepared dataset folder> with an in-memory model")
+        data = cfg.data.root
+    head_name, head_kw = replace_head(model, cfg, head, head_kwargs)
+    split_data = open_split(data, split)
+    return EvalContext(model=model, config=cfg, checkpoint=path, name=name,
+                       run_dir=None if path is None else run_dir_of(path),
+                       data=Path(data), split=split_data,
+                       normalize=make_normalizer(data, split_data),
+                       head=head_name, head_kwargs=head_kw)
+
+
+def default_episodes_dir(data: Path, out_dir) -> Optional[Path]:
+    """``<data>/episodes`` when writable (shared by every checkpoint evaluated on this
+    data), else ``<out_dir>/episodes``."""
+    cand = data / "episodes"
+    if (cand.is_dir() and os.access(cand, os.W_OK)) or (data.is_dir() and os.access(data, os.W_OK)):
+        return cand
+    return None if out_dir is None else Path(out_dir) / "episodes"
+
+
+def run_protocol(ctx: EvalContext, protocol: EpisodeProtocol, shot: int, *, episodes_dir=None,
+                 progress: bool = False, desc: str = ""):
+    """Run ``ctx.model`` on the protocol's fixed ``shot``-shot episodes; returns
+    ``(EpisodeResults, episodes file or None)``."""
+    path = None
+    if episodes_dir is not None:
+        path = Path(episodes_dir) / protocol.file_name(getattr(ctx.split, "split", "test"), shot)
+    fixed, path = fixed_episodes(ctx.split, protocol, shot, path, must_save=False)
+    loader = protocol_batches(ctx.split, fixed, protocol.tasks_per_batch)
+    batches = loader
+    if progress:
+        batches = tqdm(loader, total=len(loader), leave=False, unit="batch",
+                       desc=desc or f"{protocol.way}-way {shot}-shot")
+    with warnings.catch_warnings():
+        # Unconverged tasks are counted in the report (solver.unconverged), not warned
+        # about batch by batch.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = run_episodes(ctx.model, batches, normalize=ctx.normalize)
+    return res, path
+
+
+def evaluate(checkpoint, *, data=None, way: int = 5, shots: Sequence[int] = (1, 5),
+             query: int = 15, episodes: int = 1000, seed: int = DEFAULT_SEED,
+             head: HeadSpec = None, head_kwargs: Optional[dict] = None,
+             tasks_per_batch: int = 8, split: str = "test", device: str = "auto",
+             out_dir=None, json_name: Optional[str] = None, episodes_dir=None,
+             progress: bool = True, print_table: bool = True) -> EvalReport:
+    """Evaluate a checkpoint with the standard protocol; see the module docstring.
+
+    checkpoint: a checkpoint file or run directory (or an ``EpisodicModel`` already in
+        memory; then ``data`` is required and nothing is written unless ``out_dir``).
+    data: a prepared cache (``fewshot-sparse prepare``); default: the checkpoint
+        config's ``data.root``.
+    head / head_kwargs: evaluate with another head (a name, or {"name", "kwargs"}).
+    out_dir: where the JSON goes (default ``<run dir>/eval``), named
+        ``eval_<head>_<way>way.json`` unless ``json_name``.
+    episodes_dir: where the fixed episode lists are saved and reused (default
+        ``<data>/episodes`` when writable, else ``<out_dir>/episodes``).
+    """
+    protocol = EpisodeProtocol(way=way, shots=shots, query=query, episodes=episodes,
+                               seed=seed, tasks_per_batch=tasks_per_batch)
+    ctx = open_for_eval(checkpoint, data=data, head=head, head_kwargs=head_kwargs,
+                        split=split, device=device)
+    if out_dir is None and ctx.run_dir is not None:
+        out_dir = ctx.run_dir / "eval"
+    if episodes_dir is None:
+        episodes_dir = default_episodes_dir(ctx.data, out_dir)
+    report = EvalReport(checkpoint=ctx.name, head=ctx.head, head_kwargs=ctx.head_kwargs,
+                        data=str(ctx.data), split=split, way=way, query=query, seed=seed)
+    for shot in protocol.shots:
+        t0 = time.perf_counter()
+        res, path = run_protocol(ctx, protocol, shot, episodes_dir=episodes_dir,
+                                 progress=progress)
+        report.results.append(ShotResult.from_results(
+            shot, res, time.perf_counter() - t0, None if path is None else str(path)))
+    if out_dir is not None:
+        report.save(Path(out_dir) / (json_name or f"eval_{ctx.head}_{way}way.json"))
+    if print_table:
+        print(report.table())
+        if report.json_path:
+            print(f"written: {report.json_path}")
+    return report
+
+
+__all__ = ["EvalContext", "default_episodes_dir", "evaluate", "open_for_eval", "run_protocol"]

@@ -1,0 +1,134 @@
+"""A trained model back from disk, ready to score: find the checkpoint in a run folder,
+rebuild the model its config describes, load the weights, swap the head if asked, and
+the input normalisation the model was trained with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+
+from fewshot_sparse.config import config_from_dict
+from fewshot_sparse.data import Normalize, PreparedSplit
+from fewshot_sparse.engine.checkpoint import load_checkpoint, read_checkpoint
+from fewshot_sparse.errors import CheckpointError, ConfigError, DataError, FewshotSparseError
+from fewshot_sparse.heads import HEADS, build_head
+from fewshot_sparse.model import build_model
+
+# A head override: None (keep the checkpoint's), a registry name, {"name", "kwargs"} or
+# a (name, kwargs) pair.
+HeadSpec = Union[None, str, dict, Sequence]
+
+
+def find_checkpoint(path) -> Path:
+    """``path`` itself when it is a file; in a run directory its ``best.pt``, else
+    ``last.pt`` (else the last ``*.pt`` there or under ``checkpoints/``)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in ("best.pt", "last.pt", "checkpoint.pt"):
+        if (path / name).is_file():
+            return path / name
+    cands = sorted(path.glob("*.pt")) + sorted(path.glob("checkpoints/*.pt"))
+    if not cands:
+        raise CheckpointError(f"no checkpoint (*.pt) in directory {path}")
+    return cands[-1]
+
+
+def run_dir_of(path: Path) -> Path:
+    """The run directory a checkpoint file belongs to."""
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def load_model(checkpoint, *, device="cpu"):
+    """``(model, config, checkpoint path, checkpoint dict)`` from a checkpoint file (or a
+    run directory, see :func:`find_checkpoint`) written by ``engine/train.py``.
+
+    The model is rebuilt from the checkpoint's own config (encoder, head and their
+    kwargs), then its weights are loaded (CheckpointError when they do not fit).
+    """
+    path = find_checkpoint(checkpoint)
+    state = read_checkpoint(path)
+    try:
+        cfg = config_from_dict(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its config does not load ({e})") from None
+    model = build_model(cfg)
+    load_checkpoint(path, model=model, encoder=state["encoder"])
+    state.pop("optimizer", None)
+    state.pop("model", None)
+    return model.to(device), cfg, path, state
+
+
+def head_spec(head: HeadSpec, head_kwargs: Optional[dict] = None) -> tuple[Optional[str], dict]:
+    """``(name or None, kwargs)`` of a head override."""
+    if head is None:
+        return None, dict(head_kwargs or {})
+    if isinstance(head, str):
+        return head, dict(head_kwargs or {})
+    if isinstance(head, dict):
+        if "name" not in head:
+            raise ConfigError(f"head override {head!r} needs a 'name'")
+        return head["name"], {**head.get("kwargs", {}), **(head_kwargs or {})}
+    name, kw = head
+    return name, {**dict(kw), **(head_kwargs or {})}
+
+
+def replace_head(model, cfg, head: HeadSpec, head_kwargs: Optional[dict] = None):
+    """Put the requested head on ``model`` (in place); returns ``(name, kwargs)`` of the
+    head now in use.
+
+    Another head is built fresh. The checkpoint's own head with changed options keeps
+    what it learned (e.g. a learned logit scale) except the entries the change touches:
+    those whose initial value differs between the head as trained and the head asked for.
+    """
+    name, kw = head_spec(head, head_kwargs)
+    if cfg is not None:
+        own_name, own_kw = cfg.head.name, dict(cfg.head.kwargs)
+    else:  # an in-memory model: its head's registry name (kwargs unknown: defaults)
+        own_name = next((n for n, c in HEADS.items() if type(model.head) is c),
+                        type(model.head).__name__)
+        own_kw = {}
+    if name is None and not kw:
+        return own_name, own_kw
+    same = name is None or name == own_name
+    if same:
+        name, kw = own_name, {**own_kw, **kw}
+    new = _build_head(name, kw)
+    if same:
+        base = _build_head(name, own_kw).state_dict()
+        trained, fresh = model.head.state_dict(), new.state_dict()
+        keep = {k: v for k, v in trained.items()
+                if k in fresh and k in base and fresh[k].shape == v.shape
+                and torch.equal(base[k], fresh[k])}
+        new.load_state_dict({**fresh, **keep})
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    model.head = new.to(device)
+    return name, kw
+
+
+def _build_head(name: str, kw: dict):
+    try:
+        return build_head(name, **kw)
+    except FewshotSparseError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"head {name!r}: {e}") from None
+
+
+def make_normalizer(data, split_data) -> Normalize:
+    """The evaluation transform: per-channel (x - mean) / std with the statistics training
+    used, those of the training split of the same prepared cache (the evaluated split's
+    when the cache has none)."""
+    stats = split_data
+    if data is not None and getattr(split_data, "split", None) != "train":
+        try:
+            stats = PreparedSplit(data, "train")
+        except DataError:
+            stats = split_data
+    return Normalize(stats.mean, stats.std)
+
+
+__all__ = ["HeadSpec", "find_checkpoint", "head_spec", "load_model", "make_normalizer",
+           "replace_head", "run_dir_of"]
