@@ -24,6 +24,7 @@ from fewshot_sparse.apps.evaluate import evaluate
 from fewshot_sparse.apps.inspect import FeatureUsageReport, feature_usage
 from fewshot_sparse.config import Config, load_config
 from fewshot_sparse.data import prepare as _prepare
+from fewshot_sparse.data import read_manifest
 from fewshot_sparse.engine.report import EvalReport
 from fewshot_sparse.engine.train import train as _train
 from fewshot_sparse.identifiability.benchmark import run_identifiability
@@ -40,10 +41,19 @@ def train(config, *, resume: bool = False, progress: bool = True) -> Path:
 def prepare(dataset: str, root, out, *, fmt: Optional[str] = None, seed: int = 0,
             image_size: Optional[int] = None, progress: bool = True, **options) -> Path:
     """Convert a dataset (or render the built-in glyphs, ``root=None``) into the prepared
-    cache that training and evaluation read; returns the cache folder. ``options``: the
-    glyph set's ``glyph_instances`` / ``glyph_max_classes``."""
+    cache that training and evaluation read; returns the cache folder. ``options``:
+    ``splits`` (only these, e.g. ``["test"]``; default: every split the dataset has),
+    the glyph set's ``glyph_instances`` / ``glyph_max_classes``."""
     return Path(_prepare(dataset, root, out, fmt=fmt, seed=seed, image_size=image_size,
                          progress=progress, **options))
+
+
+def prepared_summary(path) -> str:
+    """The splits of a prepared cache in one line: name (classes, images, HxWxC), ..."""
+    splits = read_manifest(path)["splits"]
+    return ", ".join(f"{name} ({info['n_classes']} classes, {info['n_images']} images, "
+                     f"{'x'.join(str(v) for v in info['image_shape'])})"
+                     for name, info in splits.items())
 
 
 __all__ = ["Config", "EvalReport", "FeatureUsageReport", "evaluate", "feature_usage",

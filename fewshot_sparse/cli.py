@@ -41,6 +41,13 @@ def _int_list(text: str) -> list[int]:
     return vals
 
 
+def _name_list(text: str) -> list[str]:
+    vals = [v for v in text.replace(" ", "").split(",") if v]
+    if not vals:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return vals
+
+
 def parse_assignments(items: Optional[Sequence[str]], what: str = "--head-set") -> dict:
     """``["k=v", ...]`` -> dict; values are JSON when they parse (0.1, true, [1,2])."""
     out = {}
@@ -78,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on-disk format of --root when it cannot be detected")
     s.add_argument("--image-size", type=int, default=None, help="resize images to this side")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--splits", type=_name_list, default=None,
+                   help="prepare only these splits, e.g. --splits test (default: every "
+                        "split the dataset has; a folder tree may hold any of "
+                        "train/, val/, test/)")
     s.add_argument("--glyph-instances", type=int, default=None,
                    help="glyphs only: instances per class (default 20)")
     s.add_argument("--glyph-max-classes", type=int, default=None,
@@ -187,9 +198,10 @@ def cmd_prepare(a) -> int:
         extra["glyph_max_classes"] = a.glyph_max_classes
     if extra and a.dataset != "glyphs":
         raise UserError("--glyph-instances / --glyph-max-classes apply to --dataset glyphs only")
-    out = _api().prepare(a.dataset, a.root, a.out, fmt=a.fmt, seed=a.seed, image_size=a.image_size,
-                  progress=True, **extra)
-    print(f"prepared {a.dataset} -> {out}")
+    api = _api()
+    out = api.prepare(a.dataset, a.root, a.out, fmt=a.fmt, seed=a.seed,
+                      image_size=a.image_size, progress=True, splits=a.splits, **extra)
+    print(f"prepared {a.dataset} -> {out}\nsplits: {api.prepared_summary(out)}")
     return 0
 
 

@@ -40,7 +40,11 @@ class ModuleConfig:
 class TrainConfig:
     epochs: int = 60
     episodes_per_epoch: int = 8000     # MetaOptNet: 1000 batches of 8 episodes per epoch
-    tasks_per_batch: int = 8
+    tasks_per_batch: int = 8           # episodes per optimizer step
+    # Gradient accumulation: each step's tasks_per_batch episodes run as this many
+    # micro-batches (tasks_per_batch / accumulate episodes in memory at once), their
+    # gradients summed before the step (engine/step.py).
+    accumulate: int = 1
     n_way: int = 5
     n_shot: int = 15
     n_query: int = 6
@@ -235,13 +239,17 @@ def check_config(cfg: Config) -> None:
                 "train.tasks_per_batch": t.tasks_per_batch, "train.n_shot": t.n_shot,
                 "train.n_query": t.n_query, "val.n_shot": v.n_shot, "val.n_query": v.n_query,
                 "val.episodes": v.episodes, "val.tasks_per_batch": v.tasks_per_batch,
-                "val.every": v.every, "train.log_every": t.log_every}
+                "val.every": v.every, "train.log_every": t.log_every,
+                "train.accumulate": t.accumulate}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
     for key, value in {"train.n_way": t.n_way, "val.n_way": v.n_way}.items():
         if value < 2:
             raise ConfigError(f"{key} must be >= 2, got {value}")
+    if t.accumulate >= 1 and t.tasks_per_batch % t.accumulate:
+        raise ConfigError(f"train.accumulate ({t.accumulate}) must divide "
+                          f"train.tasks_per_batch ({t.tasks_per_batch})")
     if not 0.0 <= t.label_smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     if t.num_workers < 0:

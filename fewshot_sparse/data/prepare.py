@@ -23,6 +23,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -43,7 +44,8 @@ class DataWarning(UserWarning):
 
 def prepare(dataset: str, root: str | Path | None, out: str | Path, *, fmt: str | None = None,
             seed: int = 0, image_size: int | None = None, progress: bool = True,
-            glyph_instances: int = 20, glyph_max_classes: int | None = None) -> Path:
+            glyph_instances: int = 20, glyph_max_classes: int | None = None,
+            splits: Sequence[str] | None = None) -> Path:
     """Prepare ``dataset`` found under ``root`` (in format ``fmt``, detected when None)
     into the cache folder ``out``; returns ``out``.
 
@@ -51,9 +53,13 @@ def prepare(dataset: str, root: str | Path | None, out: str | Path, *, fmt: str 
     ``image_size``: resize to this square size (default: 84, glyphs 32).
     ``glyph_instances`` / ``glyph_max_classes``: glyph set only (instances per class,
     cap on classes per split for a small variant).
+    ``splits``: prepare only these (e.g. ``["test"]`` for a set that only evaluates);
+    default: every split the source has (a ``folder`` tree: whichever of train/, val/,
+    test/ exist). The manifest lists the splits written.
     """
     reader = resolve_reader(dataset, root, fmt, seed=seed, image_size=image_size,
                             glyph_instances=glyph_instances, glyph_max_classes=glyph_max_classes)
+    wanted = select_splits(reader.splits, splits, reader.root)
     out = Path(out).expanduser()
     if out.exists() and not _replaceable(out):
         raise DataError(f"{out}: exists and is not a prepared cache; refusing to overwrite it")
@@ -63,7 +69,7 @@ def prepare(dataset: str, root: str | Path | None, out: str | Path, *, fmt: str 
         digest = hashlib.sha256()
         splits: dict[str, dict] = {}
         seen: dict[str, str] = {}
-        for split in reader.splits:
+        for split in wanted:
             src = reader.read(split)
             info = _write_split(src, tmp / split, digest, progress, reader.dataset)
             _check_published(reader.dataset, split, info)
@@ -90,6 +96,21 @@ def prepare(dataset: str, root: str | Path | None, out: str | Path, *, fmt: str 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def select_splits(available: Sequence[str], wanted: Sequence[str] | None, root) -> tuple:
+    """``wanted`` (in the source's order) after checking the source has each of them."""
+    if wanted is None:
+        return tuple(available)
+    wanted = [str(w) for w in wanted]
+    if not wanted:
+        raise DataError("prepare: splits is empty (name at least one of "
+                        f"{', '.join(available)})")
+    for w in wanted:
+        if w not in available:
+            where = f"{root}" if root is not None else "the source"
+            raise DataError(f"{where}: no split {w!r} (found: {', '.join(available)})")
+    return tuple(s for s in available if s in wanted)
 
 
 def _replaceable(out: Path) -> bool:

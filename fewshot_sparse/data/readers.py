@@ -399,9 +399,11 @@ _SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation", "valid"), "test
 
 
 def _folder_splits(root: Path) -> tuple[str, ...]:
+    """The splits present (any subset: a test/ folder alone is a cross-domain test set)."""
     found = tuple(s for s in SPLITS if any((root / d).is_dir() for d in _SPLIT_DIRS[s]))
-    if "train" not in found:
-        raise _fail(f"{root}: missing train/ folder (expected root/<split>/<class>/*.jpg|png)")
+    if not found:
+        raise _fail(f"{root}: no train/, val/ or test/ folder "
+                    f"(expected root/<split>/<class>/*.jpg|png)")
     return found
 
 

@@ -6,6 +6,8 @@ of the model's parameters, so the caller never names a device.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import replace
 from typing import Callable, Optional
 
 import torch
@@ -46,28 +48,80 @@ def episode_loss(out: HeadOutput, batch: EpisodeBatch, label_smoothing: float = 
     return loss, correct
 
 
+def split_batch(batch: EpisodeBatch, k: int) -> list[EpisodeBatch]:
+    """``batch`` cut along the task dimension into ``k`` consecutive micro-batches."""
+    b = batch.n_tasks
+    if k < 1 or b % k:
+        raise ValueError(f"accumulate={k} must divide the batch's {b} tasks")
+    size = b // k
+
+    def part(t, i):
+        return None if t is None else t[i * size:(i + 1) * size]
+
+    return [replace(batch, support_images=part(batch.support_images, i),
+                    support_labels=part(batch.support_labels, i),
+                    query_images=part(batch.query_images, i),
+                    query_labels=part(batch.query_labels, i),
+                    class_ids=part(batch.class_ids, i),
+                    factors=part(batch.factors, i)) for i in range(k)]
+
+
+def _merge_stats(parts: list[dict], weights: list[float]) -> dict:
+    """Per-micro-batch head statistics -> one batch's (max gap, summed counts)."""
+    out = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if key == "gap_max":
+            out[key] = max(values)
+        elif key == "unconverged":
+            out[key] = float(sum(values))
+        else:
+            out[key] = float(sum(w * v for w, v in zip(weights, values)))
+    return out
+
+
 def meta_train_step(model: torch.nn.Module, batch: EpisodeBatch,
                     optimizer: torch.optim.Optimizer, *, label_smoothing: float = 0.0,
                     augment: Optional[Callable[[EpisodeBatch], EpisodeBatch]] = None,
-                    amp: bool = False) -> dict:
+                    amp: bool = False, accumulate: int = 1) -> dict:
     """One SGD step on a batch of episodes; returns floats: loss, accuracy,
     active_fraction, solver_iterations (mean over tasks), gap_max (largest relative
     duality gap), unconverged (number of tasks whose solver missed its tolerance).
 
     ``augment`` maps an EpisodeBatch (already on the model's device) to an augmented one.
     ``amp`` runs the encoder in bfloat16 on CUDA (ignored on CPU); the head stays float32.
+    ``accumulate`` = k: the (augmented) batch is cut into k micro-batches of tasks, each
+    encoded and back-propagated on its own with its share of the batch loss, and the
+    summed gradients make one optimizer step: the step of the whole batch, up to
+    floating-point order, with a k-th of the activation memory. Exactly so for encoders
+    that treat episodes independently; BatchNorm normalises over each micro-batch
+    instead of the whole batch, as it does per GPU under DDP (docs/usage.md).
     The model is put in train mode.
     """
     model.train()
     batch = batch.to(model_device(model), non_blocking=True)
     if augment is not None:
-        batch = augment(batch)
-    # Any module mapping an EpisodeBatch to a HeadOutput works; amp needs EpisodicModel.
-    out = model(batch, amp=True) if amp else model(batch)
-    loss, correct = episode_loss(out, batch, label_smoothing)
+        batch = augment(batch)  # the whole batch: the same random draws for every k
+    micro = split_batch(batch, accumulate) if accumulate != 1 else [batch]
+    total = batch.query_labels.numel()
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss_sum, correct_sum, parts, weights = 0.0, 0.0, [], []
+    no_sync = getattr(model, "no_sync", None)  # DDP: all-reduce on the last backward only
+    for i, mb in enumerate(micro):
+        last = i == len(micro) - 1
+        ctx = no_sync() if (no_sync is not None and not last) else contextlib.nullcontext()
+        with ctx:
+            # Any module mapping an EpisodeBatch to a HeadOutput works; amp needs
+            # EpisodicModel.
+            out = model(mb, amp=True) if amp else model(mb)
+            loss, correct = episode_loss(out, mb, label_smoothing)
+            share = mb.query_labels.numel() / total
+            (loss * share).backward()
+        loss_sum += share * float(loss.detach())
+        correct_sum += float(correct.float().sum())
+        parts.append(head_stats(out))
+        weights.append(mb.n_tasks / batch.n_tasks)
     optimizer.step()
-    stats = {"loss": float(loss.detach()), "accuracy": float(correct.float().mean())}
-    stats.update(head_stats(out))
+    stats = {"loss": loss_sum, "accuracy": correct_sum / total}
+    stats.update(_merge_stats(parts, weights))
     return stats

@@ -135,7 +135,8 @@ class _Trainer:
                     kw = dict(model=model, epoch=epoch + 1, global_step=step,
                               config=cfg.to_dict(), encoder=cfg.encoder.name,
                               optimizer=optimizer, scheduler=scheduler,
-                              best_accuracy=None if best == -math.inf else best)
+                              best_accuracy=None if best == -math.inf else best,
+                              extra=data.checkpoint_record())
                     save_checkpoint(self.run_dir / LAST, **kw)
                     if is_best:
                         save_checkpoint(self.run_dir / BEST, **kw)
@@ -167,7 +168,7 @@ class _Trainer:
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 stats = meta_train_step(model, batch, optimizer,
                                         label_smoothing=t.label_smoothing, augment=augment,
-                                        amp=t.amp)
+                                        amp=t.amp, accumulate=t.accumulate)
             step += 1
             unconverged += int(stats["unconverged"])
             for k, v in stats.items():
@@ -258,6 +259,14 @@ class TrainingData:
             self.train_split, n_way=t.n_way, n_shot=t.n_shot, n_query=t.n_query,
             tasks_per_batch=t.tasks_per_batch,
             n_batches=t.epochs * (t.episodes_per_epoch // t.tasks_per_batch), seed=t.seed)
+
+    def checkpoint_record(self) -> dict:
+        """What evaluation needs to feed other data as this model saw its own: the input
+        shape (C, H, W), the normalisation statistics and the training data's hash."""
+        h, w, c = self.train_split.image_shape
+        return {"input_shape": [c, h, w],
+                "normalize": {"mean": list(self.mean), "std": list(self.std)},
+                "data_hash": self.train_split.content_hash}
 
     def train_batches(self, numbers: list[int], pin_memory: bool = False):
         return torch.utils.data.DataLoader(
