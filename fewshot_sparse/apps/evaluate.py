@@ -28,7 +28,9 @@ import torch
 from tqdm import tqdm
 
 from fewshot_sparse.engine.device import resolve_device
-from fewshot_sparse.engine.loading import HeadSpec, load_model, make_normalizer, replace_head, run_dir_of
+from fewshot_sparse.data.input_shape import input_transform, shape_text
+from fewshot_sparse.engine.loading import (HeadSpec, load_model, make_normalizer,
+                                           model_input_shape, replace_head, run_dir_of)
 from fewshot_sparse.engine.protocol import (DEFAULT_SEED, EpisodeProtocol, fixed_episodes, open_split,
                                             protocol_batches)
 from fewshot_sparse.engine.report import EvalReport, ShotResult
@@ -51,6 +53,18 @@ class EvalContext:
     normalize: Any
     head: str
     head_kwargs: dict
+    input_shape: Optional[list] = None   # (C, H, W) the model is fed (its training shape)
+    data_shape: Optional[list] = None    # (C, H, W) of the split's images
+    data_hash: Optional[str] = None      # the prepared cache's manifest content hash
+
+    def shape_note(self) -> str:
+        """One line when the split's images are converted to the model's input shape."""
+        if self.input_shape is None or self.input_shape == self.data_shape:
+            return ""
+        return (f"note: {self.data} [{getattr(self.split, 'split', '?')}] holds "
+                f"{shape_text(self.data_shape)} images; the model was trained on "
+                f"{shape_text(self.input_shape)}: they are converted to that (channels, "
+                f"then a bilinear resize) before the encoder")
 
 
 def open_for_eval(checkpoint, *, data=None, head: HeadSpec = None,
@@ -60,10 +74,10 @@ def open_for_eval(checkpoint, *, data=None, head: HeadSpec = None,
     asked, and open the ``split`` of ``data`` (default: the data the model trained on)."""
     dev = resolve_device(device)
     if isinstance(checkpoint, torch.nn.Module):
-        model, cfg, path = checkpoint.to(dev), None, None
+        model, cfg, path, state = checkpoint.to(dev), None, None, None
         name = type(checkpoint).__name__
     else:
-        model, cfg, path, _ = load_model(checkpoint, device=dev)
+        model, cfg, path, state = load_model(checkpoint, device=dev)
         name = str(path)
     if data is None:
         if cfg is None:
@@ -71,11 +85,16 @@ def open_for_eval(checkpoint, *, data=None, head: HeadSpec = None,
         data = cfg.data.root
     head_name, head_kw = replace_head(model, cfg, head, head_kwargs)
     split_data = open_split(data, split)
+    h, w, c = split_data.image_shape
+    model_shape = model_input_shape(model, cfg, state)
+    normalize = input_transform((c, h, w), model_shape, make_normalizer(data, split_data, state),
+                                where=f"{data} [{split}]")
     return EvalContext(model=model, config=cfg, checkpoint=path, name=name,
                        run_dir=None if path is None else run_dir_of(path),
-                       data=Path(data), split=split_data,
-                       normalize=make_normalizer(data, split_data),
-                       head=head_name, head_kwargs=head_kw)
+                       data=Path(data), split=split_data, normalize=normalize,
+                       head=head_name, head_kwargs=head_kw,
+                       input_shape=list(model_shape or (c, h, w)), data_shape=[c, h, w],
+                       data_hash=split_data.content_hash)
 
 
 def default_episodes_dir(data: Path, out_dir) -> Optional[Path]:
@@ -135,7 +154,11 @@ def evaluate(checkpoint, *, data=None, way: int = 5, shots: Sequence[int] = (1, 
     if episodes_dir is None:
         episodes_dir = default_episodes_dir(ctx.data, out_dir)
     report = EvalReport(checkpoint=ctx.name, head=ctx.head, head_kwargs=ctx.head_kwargs,
-                        data=str(ctx.data), split=split, way=way, query=query, seed=seed)
+                        data=str(ctx.data), split=split, way=way, query=query, seed=seed,
+                        input_shape=ctx.input_shape, data_shape=ctx.data_shape,
+                        data_hash=ctx.data_hash)
+    if print_table and ctx.shape_note():
+        print(ctx.shape_note())
     for shot in protocol.shots:
         t0 = time.perf_counter()
         res, path = run_protocol(ctx, protocol, shot, episodes_dir=episodes_dir,

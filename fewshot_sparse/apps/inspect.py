@@ -45,6 +45,8 @@ def feature_usage(checkpoint, *, data=None, episodes: int = 500, way: int = 5, s
     ctx = open_for_eval(checkpoint, data=data, head=head, head_kwargs=head_kwargs,
                         split=split, device=device)
     head_name, head_kw = ctx.head, ctx.head_kwargs
+    if ctx.shape_note():
+        print(ctx.shape_note())
     if out_dir is None and ctx.run_dir is not None:
         out_dir = ctx.run_dir / "inspect" / f"{head_name}_{way}way{shot}shot"
     if episodes_dir is None:
@@ -54,7 +56,8 @@ def feature_usage(checkpoint, *, data=None, episodes: int = 500, way: int = 5, s
     split_data = ctx.split
     meta = {"head": head_name, "way": way, "shot": shot, "query": query,
             "episodes": res.n_episodes, "split": split, "seed": seed,
-            "checkpoint": ctx.name}
+            "checkpoint": ctx.name, "input_shape": ctx.input_shape,
+            "data_shape": ctx.data_shape, "data_hash": ctx.data_hash}
     if head_kw:
         meta["head_kwargs"] = head_kw
     n_classes = getattr(split_data, "n_classes", None)

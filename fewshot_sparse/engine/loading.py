@@ -117,10 +117,14 @@ def _build_head(name: str, kw: dict):
         raise ConfigError(f"head {name!r}: {e}") from None
 
 
-def make_normalizer(data, split_data) -> Normalize:
+def make_normalizer(data, split_data, ckpt_state: Optional[dict] = None) -> Normalize:
     """The evaluation transform: per-channel (x - mean) / std with the statistics training
-    used, those of the training split of the same prepared cache (the evaluated split's
+    used: the checkpoint's record of them (``normalize``, written by engine/train.py),
+    else those of the training split of the same prepared cache (the evaluated split's
     when the cache has none)."""
+    rec = (ckpt_state or {}).get("normalize")
+    if isinstance(rec, dict) and "mean" in rec and "std" in rec:
+        return Normalize(rec["mean"], rec["std"])
     stats = split_data
     if data is not None and getattr(split_data, "split", None) != "train":
         try:
@@ -130,5 +134,21 @@ def make_normalizer(data, split_data) -> Normalize:
     return Normalize(stats.mean, stats.std)
 
 
+def model_input_shape(model, cfg, ckpt_state: Optional[dict] = None) -> Optional[tuple]:
+    """The ``(C, H, W)`` images the model was trained on: the checkpoint's record
+    (``input_shape``), else the first convolution's input channels at the config's
+    ``data.image_size``; None when unknown (an in-memory model, a vector encoder)."""
+    rec = (ckpt_state or {}).get("input_shape")
+    if isinstance(rec, (list, tuple)) and len(rec) == 3 and all(isinstance(v, int) for v in rec):
+        return tuple(rec)
+    if cfg is None:
+        return None
+    conv = next((m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if conv is None:
+        return None
+    return (int(conv.in_channels), int(cfg.data.image_size), int(cfg.data.image_size))
+
+
 __all__ = ["HeadSpec", "find_checkpoint", "head_spec", "load_model", "make_normalizer",
+           "model_input_shape",
            "replace_head", "run_dir_of"]

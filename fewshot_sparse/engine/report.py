@@ -76,6 +76,9 @@ class EvalReport:
     seed: int
     results: list = field(default_factory=list)  # [ShotResult], one per shot
     json_path: Optional[str] = None
+    input_shape: Optional[list] = None   # [C, H, W] fed to the model (its training shape)
+    data_shape: Optional[list] = None    # [C, H, W] of the evaluated images as prepared
+    data_hash: Optional[str] = None      # content hash of the prepared cache's manifest
 
     def result(self, shot: int) -> ShotResult:
         for r in self.results:
@@ -91,7 +94,7 @@ class EvalReport:
         head = self.head + (f" {self.head_kwargs}" if self.head_kwargs else "")
         lines = [f"{self.way}-way evaluation of {self.checkpoint}  head: {head}",
                  f"data: {self.data} [{self.split}]  query: {self.query} per class  "
-                 f"seed: {self.seed}"]
+                 f"seed: {self.seed}" + self._input_text()]
         hdr = (f"{'shot':>4}  {'episodes':>8}  {'accuracy (95% CI)':>19}  "
                f"{'features used':>18}  {'iters mean/max':>14}  {'max gap':>8}  "
                f"{'unconv':>6}  {'time':>6}")
@@ -108,6 +111,16 @@ class EvalReport:
             lines.append(f"{r.shot:>4}  {r.episodes:>8}  {acc:>19}  {used:>18}  {it:>14}  "
                          f"{gap:>8}  {unc:>6}  {r.seconds:5.1f}s")
         return "\n".join(lines)
+
+    def _input_text(self) -> str:
+        if not self.input_shape:
+            return ""
+        c, h, w = self.input_shape
+        text = f"  input: {h}x{w}x{c}"
+        if self.data_shape and list(self.data_shape) != list(self.input_shape):
+            c0, h0, w0 = self.data_shape
+            text += f" (from {h0}x{w0}x{c0})"
+        return text
 
     def save(self, path) -> Path:
         path = Path(path)
