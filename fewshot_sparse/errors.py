@@ -15,3 +15,8 @@ class ConfigError(FewshotSparseError):
 
 class CheckpointError(FewshotSparseError):
     """A checkpoint is missing, corrupt, or belongs to another model."""
+
+
+class OutputError(FewshotSparseError):
+    """An output cannot be written (read-only folder, full disk) or would replace a file
+    the project did not write, or an earlier result with other settings."""

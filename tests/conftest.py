@@ -29,3 +29,31 @@ def float64_default():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(size="1m", readonly=False)``: a folder on a tmpfs of that size (a full
+    disk or a read-only folder for real), unmounted afterwards. Returns None where mounting
+    is not permitted (not root, or a container without the capability): the test then
+    simulates the failure or skips."""
+    import subprocess
+
+    mounts = []
+
+    def make(size="1m", readonly=False):
+        where = tmp_path / f"disk{len(mounts)}"
+        where.mkdir()
+        if os.geteuid() != 0:
+            return None
+        opts = f"size={size}" + (",ro" if readonly else "")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)],
+                           capture_output=True)
+        if r.returncode != 0:
+            return None
+        mounts.append(where)
+        return where
+
+    yield make
+    for where in mounts:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)

@@ -9,12 +9,15 @@ Cache layout::
     out/<split>/labels.npy     int64 [N], 0..n_classes-1
 
 Everything is written into a temporary folder next to ``out`` and renamed into place
-at the end, so ``out`` is never half-written. Images are streamed into an
-``np.lib.format.open_memmap``: a split is never held in memory twice.
+at the end, so ``out`` is never half-written. An existing ``out`` is replaced only when
+it is this project's cache (or empty), and only the cache's own files (cache_files.py).
+Images are streamed into an ``np.lib.format.open_memmap``: a split is never held in
+memory twice.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,12 +32,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import DataError
+from ..files import WRITE_ERRNOS, os_error
+from .cache_files import CACHE_FORMAT, MANIFEST, check_replaceable, replace_cache
 from .readers import PUBLISHED_COUNTS, SplitSource, resolve_reader
 
 __all__ = ["prepare", "DataWarning", "MANIFEST", "CACHE_FORMAT"]
 
-MANIFEST = "manifest.json"
-CACHE_FORMAT = "fewshot-sparse-prepared/1"
 STATS_STRIDE = 8  # per-channel mean / std are estimated on every 8th image
 
 
@@ -61,10 +64,12 @@ def prepare(dataset: str, root: str | Path | None, out: str | Path, *, fmt: str 
                             glyph_instances=glyph_instances, glyph_max_classes=glyph_max_classes)
     wanted = select_splits(reader.splits, splits, reader.root)
     out = Path(out).expanduser()
-    if out.exists() and not _replaceable(out):
-        raise DataError(f"{out}: exists and is not a prepared cache; refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    check_replaceable(out, wanted)  # refuse a foreign folder before any work
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as e:
+        raise os_error(e, "cannot write to", out.parent) from None
     try:
         digest = hashlib.sha256()
         splits: dict[str, dict] = {}
@@ -91,7 +96,12 @@ def prepare(dataset: str, root: str | Path | None, out: str | Path, *, fmt: str 
             "splits": splits,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        _swap_into_place(tmp, out)
+        replace_cache(tmp, out, check_replaceable(out, list(splits)), list(splits))
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in WRITE_ERRNOS:  # full disk, read-only: the old cache is intact
+            raise os_error(e, f"cannot prepare {out}: writing", e.filename or tmp) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -113,18 +123,17 @@ def select_splits(available: Sequence[str], wanted: Sequence[str] | None, root) 
     return tuple(s for s in available if s in wanted)
 
 
-def _replaceable(out: Path) -> bool:
-    return out.is_dir() and ((out / MANIFEST).is_file() or not any(out.iterdir()))
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "cache")
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _allocate(path: Path) -> None:
+    """Reserve the memory-mapped file's blocks now: on a full disk this fails with
+    ENOSPC here, where writing through the map would kill the process with SIGBUS."""
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise OSError(e.errno, e.strerror, str(path)) from None
+        except AttributeError:  # no posix_fallocate on this platform
+            pass
 
 
 def _write_split(src: SplitSource, folder: Path, digest, progress: bool, dataset: str) -> dict:
@@ -147,6 +156,7 @@ def _write_split(src: SplitSource, folder: Path, digest, progress: bool, dataset
     shape = tuple(int(s) for s in src.image_shape)
     images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8,
                                        shape=(n,) + shape)
+    _allocate(folder / "images.npy")
     digest.update(json.dumps([src.split, [n, *shape], src.class_names]).encode())
     digest.update(labels.tobytes())
     c = shape[2]
