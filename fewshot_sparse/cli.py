@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--head-set", action="append", default=[], metavar="KEY=VALUE",
                    help="a head option, e.g. --head-set lambda1=0.5 (repeatable)")
     s.add_argument("--tasks-per-batch", type=int, default=8)
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a JSON file of an evaluation with other settings")
     s.set_defaults(func=cmd_eval)
 
     # inspect
@@ -127,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_args(s, episodes=500, shot="5")
     s.add_argument("--head", default=None, help="inspect with another head")
     s.add_argument("--head-set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a report of other settings in the output folder")
     s.set_defaults(func=cmd_inspect)
 
     # identifiability
@@ -221,17 +226,21 @@ def cmd_eval(a) -> int:
     _api().evaluate(a.checkpoint, data=a.data, way=a.way, shots=a.shot, query=a.query,
                     episodes=a.episodes, head=a.head, head_kwargs=parse_assignments(a.head_set),
                     tasks_per_batch=a.tasks_per_batch, split=a.split, device=a.device,
-                    out_dir=a.out, progress=not a.quiet, **_seed_kw(a))
+                    out_dir=a.out, progress=not a.quiet, overwrite=a.overwrite,
+                    **_seed_kw(a))
     return 0
 
 
 def cmd_inspect(a) -> int:
     for shot in a.shot:
+        out = a.out
+        if out is not None and len(a.shot) > 1:  # one folder per shot: none overwrites another
+            out = os.path.join(out, f"{shot}shot")
         rep = _api().feature_usage(
             a.checkpoint, data=a.data, episodes=a.episodes, way=a.way, shot=shot,
-            query=a.query, out_dir=a.out, head=a.head,
+            query=a.query, out_dir=out, head=a.head,
             head_kwargs=parse_assignments(a.head_set), split=a.split, device=a.device,
-            progress=not a.quiet, **_seed_kw(a))
+            progress=not a.quiet, overwrite=a.overwrite, **_seed_kw(a))
         print(rep.summary)
         print(f"written to {rep.out_dir}")
     return 0
@@ -258,6 +267,8 @@ def _one_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     if isinstance(e, FileNotFoundError) and e.filename:
         text = f"no such file or directory: {e.filename}"
+    elif isinstance(e, OSError) and e.strerror:  # full disk, read-only folder, ...
+        text = e.strerror.lower() + (f": {e.filename}" if e.filename else "")
     return " ".join(text.split())
 
 
@@ -268,7 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)  # argparse itself exits 2 on bad usage
     try:
         return int(args.func(args) or 0)
-    except (FewshotSparseError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+    except (FewshotSparseError, OSError) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

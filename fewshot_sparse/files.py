@@ -64,3 +64,20 @@ def atomic_write_bytes(path, data: bytes) -> Path:
 
 def atomic_write_text(path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def refuse_other_settings(path, old, new: dict, what: str, overwrite: bool) -> None:
+    """Refuse to replace the result at ``path`` (``old``: its settings; {} when there is
+    none, None when what is there is not a result of this project) with one of other
+    settings ``new``, unless ``overwrite``. Same settings: a rerun, replaced silently."""
+    if overwrite or old == {}:
+        return
+    if old is None:
+        raise OutputError(f"{path}: exists and is not {what} written by fewshot-sparse; "
+                          f"refusing to overwrite it (pass --overwrite or choose another "
+                          f"--out)")
+    differ = [k for k in new if old.get(k) != new[k]]
+    if differ:
+        raise OutputError(f"{path}: holds {what} with other settings ("
+                          + ", ".join(f"{k} {old.get(k)!r} vs {new[k]!r}" for k in differ)[:300]
+                          + "); pass --overwrite to replace it or choose another --out")

@@ -17,6 +17,7 @@ One encoder can be evaluated with several heads: ``head="protonet"`` (or
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -36,6 +37,7 @@ from fewshot_sparse.engine.protocol import (DEFAULT_SEED, EpisodeProtocol, fixed
 from fewshot_sparse.engine.report import EvalReport, ShotResult
 from fewshot_sparse.engine.run_episodes import run_episodes
 from fewshot_sparse.errors import ConfigError
+from fewshot_sparse.files import check_writable, refuse_other_settings
 from fewshot_sparse.heads import ConvergenceWarning
 
 
@@ -127,12 +129,33 @@ def run_protocol(ctx: EvalContext, protocol: EpisodeProtocol, shot: int, *, epis
     return res, path
 
 
+def report_settings(report_or_path, protocol: Optional[EpisodeProtocol] = None):
+    """What makes two evaluation reports of one checkpoint differ (None: ``path`` is
+    not an evaluation report of this project)."""
+    if protocol is None:
+        try:
+            d = json.loads(Path(report_or_path).read_text(encoding="utf-8"))
+            shots = [int(r["shot"]) for r in d["results"]]
+            episodes = int(d["results"][0]["episodes"]) if d["results"] else None
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None
+    else:
+        d = report_or_path.to_dict()
+        shots, episodes = list(protocol.shots), protocol.episodes
+    keys = ("checkpoint", "head", "head_kwargs", "data", "split", "way", "query", "seed")
+    if not isinstance(d, dict) or any(k not in d for k in keys):
+        return None
+    out = {k: d[k] for k in keys}
+    return json.loads(json.dumps({**out, "shots": shots, "episodes": episodes}))
+
+
 def evaluate(checkpoint, *, data=None, way: int = 5, shots: Sequence[int] = (1, 5),
              query: int = 15, episodes: int = 1000, seed: int = DEFAULT_SEED,
              head: HeadSpec = None, head_kwargs: Optional[dict] = None,
              tasks_per_batch: int = 8, split: str = "test", device: str = "auto",
              out_dir=None, json_name: Optional[str] = None, episodes_dir=None,
-             progress: bool = True, print_table: bool = True) -> EvalReport:
+             progress: bool = True, print_table: bool = True,
+             overwrite: bool = False) -> EvalReport:
     """Evaluate a checkpoint with the standard protocol; see the module docstring.
 
     checkpoint: a checkpoint file or run directory (or an ``EpisodicModel`` already in
@@ -144,6 +167,9 @@ def evaluate(checkpoint, *, data=None, way: int = 5, shots: Sequence[int] = (1, 
         ``eval_<head>_<way>way.json`` unless ``json_name``.
     episodes_dir: where the fixed episode lists are saved and reused (default
         ``<data>/episodes`` when writable, else ``<out_dir>/episodes``).
+    overwrite: replace a JSON file of an evaluation with other settings (without it,
+        such a file is refused before any work: OutputError). The output folder's
+        writability is checked before the work too.
     """
     protocol = EpisodeProtocol(way=way, shots=shots, query=query, episodes=episodes,
                                seed=seed, tasks_per_batch=tasks_per_batch)
@@ -151,22 +177,28 @@ def evaluate(checkpoint, *, data=None, way: int = 5, shots: Sequence[int] = (1, 
                         split=split, device=device)
     if out_dir is None and ctx.run_dir is not None:
         out_dir = ctx.run_dir / "eval"
-    if episodes_dir is None:
-        episodes_dir = default_episodes_dir(ctx.data, out_dir)
     report = EvalReport(checkpoint=ctx.name, head=ctx.head, head_kwargs=ctx.head_kwargs,
                         data=str(ctx.data), split=split, way=way, query=query, seed=seed,
                         input_shape=ctx.input_shape, data_shape=ctx.data_shape,
                         data_hash=ctx.data_hash)
     if print_table and ctx.shape_note():
         print(ctx.shape_note())
+    json_path = None
+    if out_dir is not None:  # checked before the work: a read-only folder, another result
+        json_path = check_writable(out_dir) / (json_name or f"eval_{ctx.head}_{way}way.json")
+        old = report_settings(json_path) if json_path.exists() else {}
+        refuse_other_settings(json_path, old, report_settings(report, protocol),
+                              "an evaluation report", overwrite)
+    if episodes_dir is None:
+        episodes_dir = default_episodes_dir(ctx.data, out_dir)
     for shot in protocol.shots:
         t0 = time.perf_counter()
         res, path = run_protocol(ctx, protocol, shot, episodes_dir=episodes_dir,
                                  progress=progress)
         report.results.append(ShotResult.from_results(
             shot, res, time.perf_counter() - t0, None if path is None else str(path)))
-    if out_dir is not None:
-        report.save(Path(out_dir) / (json_name or f"eval_{ctx.head}_{way}way.json"))
+    if json_path is not None:
+        report.save(json_path)
     if print_table:
         print(report.table())
         if report.json_path:
@@ -174,4 +206,5 @@ def evaluate(checkpoint, *, data=None, way: int = 5, shots: Sequence[int] = (1, 
     return report
 
 
-__all__ = ["EvalContext", "default_episodes_dir", "evaluate", "open_for_eval", "run_protocol"]
+__all__ = ["EvalContext", "default_episodes_dir", "evaluate", "open_for_eval", "report_settings",
+           "run_protocol"]

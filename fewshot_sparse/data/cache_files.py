@@ -4,7 +4,8 @@ touching anything else in the folder (see docs/failure-behaviour.md).
 A folder may be replaced by ``prepare`` only when it is empty or its ``manifest.json``
 is this project's: the cache format tag, a well-formed ``sha256:`` content hash and a
 ``splits`` object. Even then only the cache's own files move: ``manifest.json`` and
-``<split>/images.npy`` / ``<split>/labels.npy`` of every split the manifest lists.
+``<split>/images.npy`` / ``<split>/labels.npy`` of every split the manifest lists, and
+the episode lists saved in ``episodes/`` for that cache.
 Anything else the user keeps there (notes, other folders, saved episode lists) stays.
 """
 
@@ -18,10 +19,12 @@ import tempfile
 from pathlib import Path
 
 from ..errors import DataError
+from .fixed_episodes import FixedEpisodes
 
 MANIFEST = "manifest.json"
 CACHE_FORMAT = "fewshot-sparse-prepared/1"
 SPLIT_FILES = ("images.npy", "labels.npy")
+EPISODES = "episodes"  # saved evaluation episode lists (engine/protocol.py)
 _HASH = re.compile(r"sha256:[0-9a-f]{64}")
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -45,10 +48,17 @@ def project_manifest(folder: Path):
 
 def owned_files(folder: Path, manifest: dict) -> list[Path]:
     """The files of ``folder`` the cache described by ``manifest`` wrote (that exist),
-    the manifest first."""
+    the manifest first; also the episode lists the project saved in ``episodes/`` for
+    this very cache (same content hash), which a new cache makes stale."""
     files = [folder / MANIFEST]
     for split in manifest["splits"]:
         files += [folder / split / f for f in SPLIT_FILES if (folder / split / f).is_file()]
+    for path in sorted((folder / EPISODES).glob("*.npz")):
+        try:
+            if FixedEpisodes.load(path).content_hash == manifest["content_hash"]:
+                files.append(path)
+        except DataError:
+            pass  # not an episode list of this cache: not ours to delete
     return files
 
 

@@ -15,6 +15,8 @@ from typing import Optional
 
 import numpy as np
 
+from fewshot_sparse.files import atomic_write_text
+
 
 def mean_ci95(values) -> tuple[float, float, float]:
     """``(mean, 1.96 * std / sqrt(n), std)`` of per-episode values (std with ddof=0)."""
@@ -124,9 +126,8 @@ class EvalReport:
 
     def save(self, path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.json_path = str(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from fewshot_sparse.cli import main
-from fewshot_sparse.data import open_prepared, prepare, read_manifest
+from fewshot_sparse.data import make_fixed_episodes, open_prepared, prepare, read_manifest
 from fewshot_sparse.errors import DataError, OutputError
 
 TINY = dict(image_size=16, glyph_instances=12, glyph_max_classes=12, progress=False)
@@ -43,11 +43,15 @@ def test_reprepare_keeps_the_users_files(tmp_path):
     (out / "train" / "README").write_text("also mine")
     (out / "extra").mkdir()
     (out / "extra" / "a.csv").write_text("1,2")
+    saved = make_fixed_episodes(open_prepared(out)["test"], 3, 1, 1, 2, 0)
+    saved.save(out / "episodes" / "test_3way1shot.npz")  # made stale by a new cache
+    (out / "episodes" / "mine.npz").write_bytes(b"user data")
     h = read_manifest(out)["content_hash"]
     prepare("glyphs", None, out, **{**TINY, "image_size": 20})
     assert (out / "NOTES.txt").read_text() == "mine"
     assert (out / "train" / "README").read_text() == "also mine"
     assert (out / "extra" / "a.csv").read_text() == "1,2"
+    assert sorted(p.name for p in (out / "episodes").iterdir()) == ["mine.npz"]
     assert read_manifest(out)["content_hash"] != h
     assert open_prepared(out)["train"].image_shape == (20, 20, 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # no temporaries

@@ -118,7 +118,7 @@ def test_evaluate_with_another_head_on_the_same_encoder(tiny, tmp_path, capsys):
     assert (tmp_path / "eval_protonet_3way.json").is_file()
     rep = evaluate(ckpt, data=data, way=3, shots=(1,), query=2, episodes=4, seed=1,
                    head_kwargs={"lambda1": 1e3}, device="cpu", progress=False,
-                   print_table=False)
+                   print_table=False, overwrite=True)  # the run's eval/ may hold others
     assert rep.head == "group_lasso_svm" and rep.head_kwargs["lambda1"] == 1e3
     assert rep.results[0].active_fraction == 0.0  # lambda so large every feature is off
 
