@@ -4,7 +4,7 @@
     fewshot-sparse train --config demo_glyphs [--set train.epochs=3 ...] [--resume]
     fewshot-sparse eval --checkpoint RUN/last.pt [--shot 1,5 --episodes 1000 --head protonet]
     fewshot-sparse inspect --checkpoint RUN/last.pt [--episodes 200]
-    fewshot-sparse identifiability [--config FILE] [--set key=value ...]
+    fewshot-sparse identifiability [--world shapes] [--config FILE|PRESET] [--set key=value ...]
     fewshot-sparse demo [--out runs/demo]
 
 User errors (a missing file, an unknown config key, a folder that is not a prepared
@@ -136,9 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # identifiability
     s = sub.add_parser("identifiability",
-                       help="synthetic benchmark: does the sparse head recover the factors?",
-                       description="Run the identifiability benchmark on synthetic tasks.")
-    s.add_argument("--config", default=None, help="a JSON file (default: built-in settings)")
+                       help="does the sparse head recover known factors (vectors or images)?",
+                       description="Run the identifiability benchmark on tasks with known "
+                                   "factors: synthetic vectors or rendered shapes.")
+    s.add_argument("--config", default=None,
+                   help="a preset (default, reduced, shapes, shapes_reduced) or a JSON file")
+    s.add_argument("--world", default=None, choices=["synthetic", "shapes"],
+                   help="the world; without --config it picks that world's preset")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--out", default="runs/identifiability", help="output folder")
     s.add_argument("--quiet", action="store_true", help="no per-run progress lines")
@@ -247,7 +251,8 @@ def cmd_inspect(a) -> int:
 
 
 def cmd_identifiability(a) -> int:
-    result = _api().run_identifiability(a.config, a.overrides, a.out, progress=not a.quiet)
+    result = _api().run_identifiability(a.config, a.overrides, a.out, progress=not a.quiet,
+                                        world=a.world)
     files = (result or {}).get("files") or {}
     if files:
         print("written: " + ", ".join(str(p) for p in files.values()))
