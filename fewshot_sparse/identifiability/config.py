@@ -76,11 +76,13 @@ PRESETS = {
                 "lambda1_grid": [0.0, 2.0], "baselines": ["ridge"], "steps": 30,
                 "tasks_per_batch": 8, "seeds": [0], "test_tasks": 32, "eval_points": 1000,
                 "solver_max_iter": 300},
-    "shapes": {"world": "shapes", "m": 7, "k": 2, "n_way": 3, "n_shot": 8, "n_query": 8,
-               "conv_width": 32, "hidden": [64], "lambda1_grid": [0.0, 1.0, 2.0, 5.0],
-               "steps": 400, "tasks_per_batch": 8, "test_tasks": 96, "eval_points": 2000},
+    # About 10 minutes of one CPU core (12 runs of about 40 s; an hour on 2 shared cores).
+    "shapes": {"world": "shapes", "m": 7, "k": 2, "n_way": 3, "n_shot": 5, "n_query": 3,
+               "conv_width": 16, "hidden": [64], "lambda1_grid": [0.0, 3.0],
+               "steps": 150, "tasks_per_batch": 4, "test_tasks": 48, "eval_points": 1000},
+    # A few minutes on a 2-core CPU.
     "shapes_reduced": {"world": "shapes", "m": 7, "k": 2, "n_way": 3, "n_shot": 5,
-                       "n_query": 5, "conv_width": 16, "hidden": [32],
+                       "n_query": 3, "conv_width": 16, "hidden": [64],
                        "lambda1_grid": [0.0, 2.0], "baselines": ["ridge"], "steps": 60,
                        "tasks_per_batch": 8, "seeds": [0], "test_tasks": 32,
                        "eval_points": 1000, "solver_max_iter": 300},

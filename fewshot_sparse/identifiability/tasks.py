@@ -33,6 +33,19 @@ from fewshot_sparse.errors import ConfigError
 WORLD, TRAIN, TEST, POINTS, SUPPORTS = 0, 1, 2, 3, 4
 
 
+def separated_factors(supports: np.ndarray, m: int) -> np.ndarray:
+    """[m] bool: factor i is *separated* by the task supports [P, k] when the supports that
+    contain it intersect in {i} alone. A sufficient-variability condition in the spirit of
+    Lachapelle et al. (2023): a factor that no task uses, or that always appears together
+    with the same other factor, cannot be told apart from it by sparsity."""
+    supports = np.asarray(supports)
+    out = np.zeros(m, dtype=bool)
+    for i in range(m):
+        rows = [set(s.tolist()) for s in supports if i in s]
+        out[i] = bool(rows) and set.intersection(*rows) == {i}
+    return out
+
+
 @dataclass
 class TaskLatents:
     """Ground truth behind an EpisodeBatch of B tasks (numpy, for tests and analysis)."""

@@ -84,3 +84,11 @@ def test_task_supports_restrict_training_subsets_only():
         ShapesWorld(k=2, task_supports=22)
     with pytest.raises(ValueError, match="factors"):
         render(np.zeros((2, 5)))
+
+
+def test_separated_factors_need_diverse_supports():
+    from fewshot_sparse.identifiability.tasks import separated_factors
+
+    # {0,1} alone: neither factor separable; adding {0,2} and {1,2} separates all three
+    assert not separated_factors(np.array([[0, 1]]), 4).any()
+    assert separated_factors(np.array([[0, 1], [0, 2], [1, 2]]), 4).tolist() == [True] * 3 + [False]
