@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from fewshot_sparse.errors import ConfigError
+from fewshot_sparse.files import atomic_write_text
 
 RECIPES_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -97,7 +100,7 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- checking
@@ -254,6 +257,26 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     if t.num_workers < 0:
         raise ConfigError(f"train.num_workers must be >= 0, got {t.num_workers}")
+    if t.episodes_per_epoch < t.tasks_per_batch:
+        raise ConfigError(f"train.episodes_per_epoch ({t.episodes_per_epoch}) must be >= "
+                          f"train.tasks_per_batch ({t.tasks_per_batch}): an epoch would have "
+                          f"no training step")
+    _check_numbers(t)
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", t.device):
+        raise ConfigError(f"train.device: expected auto, cpu, cuda or cuda:K, got {t.device!r}")
+
+
+def _check_numbers(t: TrainConfig) -> None:
+    """Learning-rate schedule and optimizer numbers: finite, and in their range."""
+    rules = {"train.lr": (t.lr, 0.0, False), "train.momentum": (t.momentum, 0.0, True),
+             "train.weight_decay": (t.weight_decay, 0.0, True)}
+    rules.update({f"train.lr_factors[{i}]": (f, 0.0, True) for i, f in enumerate(t.lr_factors)})
+    for key, (value, low, inclusive) in rules.items():
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be finite, got {value}")
+        if value < low or (value == low and not inclusive):
+            raise ConfigError(f"{key}: must be {'>=' if inclusive else '>'} {low:g}, "
+                              f"got {value}")
 
 
 def load_config(path_or_name=None, overrides: Optional[list[str]] = None) -> Config:
@@ -267,7 +290,10 @@ def load_config(path_or_name=None, overrides: Optional[list[str]] = None) -> Con
 def read_json_object(path: Path) -> dict:
     """A config file's top-level JSON object, or a ConfigError naming the file."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the "
+                          f"config as UTF-8") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):

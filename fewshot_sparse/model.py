@@ -9,14 +9,17 @@ solves outside autocast (float64 models stay float64).
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 from torch import nn
 
 from fewshot_sparse.data.episodes import EpisodeBatch
-from fewshot_sparse.encoders import build_encoder
-from fewshot_sparse.heads import build_head
+from fewshot_sparse.encoders import ENCODERS, build_encoder
+from fewshot_sparse.errors import ConfigError
+from fewshot_sparse.heads import HEADS, build_head
 from fewshot_sparse.heads.output import HeadOutput
+from fewshot_sparse.heads.validation import check_head_options
 
 
 class EpisodicModel(nn.Module):
@@ -71,3 +74,51 @@ def build_model(config) -> EpisodicModel:
     encoder = build_encoder(config.encoder.name, **config.encoder.kwargs)
     head = build_head(config.head.name, **config.head.kwargs)
     return EpisodicModel(encoder, head, channels_last=config.train.channels_last)
+
+
+def check_model_config(config) -> None:
+    """Build the config's head and encoder dry (the encoder on the meta device: no
+    memory, no data), so that a bad value is a ConfigError naming its key, e.g.
+    ``head.kwargs.lambda1: must be >= 0, got -1``, before any data is prepared."""
+    h, e = config.head, config.encoder
+    if h.name not in HEADS:
+        raise ConfigError(f"head.name: unknown head {h.name!r}; known: {', '.join(sorted(HEADS))}")
+    if e.name not in ENCODERS:
+        raise ConfigError(f"encoder.name: unknown encoder {e.name!r}; "
+                          f"known: {', '.join(sorted(ENCODERS))}")
+    check_head_options(HEADS[h.name], h.kwargs, prefix="head.kwargs.")
+    check_head_options(ENCODERS[e.name], e.kwargs, prefix="encoder.kwargs.")
+    try:
+        build_head(h.name, **h.kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"head.kwargs: {err}") from None
+    _dry_encoder(config)
+
+
+def _dry_encoder(config) -> nn.Module:
+    e = config.encoder
+    try:
+        with torch.device("meta"):
+            return build_encoder(e.name, **e.kwargs).eval()
+    except (ConfigError, TypeError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"encoder.kwargs: {err}") from None
+
+
+def check_input_shape(config, shape, where) -> None:
+    """ConfigError unless the config's encoder accepts images of ``shape`` (C, H, W) from
+    ``where`` (a dataset folder): checked on the meta device, before any training."""
+    c, h, w = (int(v) for v in shape)
+    want = config.encoder.kwargs.get("in_channels")
+    if want is None:
+        want = inspect.signature(ENCODERS[config.encoder.name].__init__).parameters.get(
+            "in_channels", inspect.Parameter("x", inspect.Parameter.KEYWORD_ONLY)).default
+    if isinstance(want, int) and want != c:
+        raise ConfigError(f"encoder.kwargs.in_channels is {want} but {where} holds {c}-channel "
+                          f"images; set encoder.kwargs.in_channels={c}")
+    encoder = _dry_encoder(config)
+    try:
+        with torch.no_grad():
+            encoder(torch.zeros(2, c, h, w, device="meta"))
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"encoder {config.encoder.name!r} does not accept the {c}x{h}x{w} "
+                          f"images of {where} ({str(err).splitlines()[0][:150]})") from None

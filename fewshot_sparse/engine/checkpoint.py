@@ -18,8 +18,8 @@ generator at the start of each epoch from (seed, epoch, rank), see ``engine/trai
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import pickle
 import re
 import zipfile
@@ -29,6 +29,7 @@ from typing import Optional
 import torch
 
 from fewshot_sparse.errors import CheckpointError
+from fewshot_sparse.files import atomic_write_bytes
 
 FORMAT = 1
 REQUIRED = ("format", "model", "epoch", "global_step", "config", "encoder")
@@ -70,7 +71,8 @@ def _plain_config(config) -> dict:
 def save_checkpoint(path, *, model: torch.nn.Module, epoch: int, global_step: int,
                     config: dict, encoder: str, optimizer=None, scheduler=None,
                     best_accuracy: Optional[float] = None, extra: Optional[dict] = None) -> Path:
-    """Write a checkpoint to ``path`` atomically; returns the path.
+    """Write a checkpoint to ``path`` atomically; returns the path. On a full disk or a
+    read-only folder: OutputError, and the previous checkpoint at ``path`` stays intact.
 
     TypeError when something to be saved is not a tensor or plain value (it could not be
     read back with ``weights_only=True``).
@@ -91,15 +93,9 @@ def save_checkpoint(path, *, model: torch.nn.Module, epoch: int, global_step: in
         **(extra or {}),
     }
     check_plain(state)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        with open(tmp, "rb+") as f:  # on disk before it replaces the old checkpoint
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    buffer = io.BytesIO()  # serialised in memory: a full disk fails in the write below,
+    torch.save(state, buffer)  # with ENOSPC, not inside torch's zip writer
+    atomic_write_bytes(path, buffer.getbuffer())
     return path
 
 

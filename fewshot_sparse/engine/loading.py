@@ -14,7 +14,7 @@ from fewshot_sparse.data import Normalize, PreparedSplit
 from fewshot_sparse.engine.checkpoint import load_checkpoint, read_checkpoint
 from fewshot_sparse.errors import CheckpointError, ConfigError, DataError, FewshotSparseError
 from fewshot_sparse.heads import HEADS, build_head
-from fewshot_sparse.model import build_model
+from fewshot_sparse.model import build_model, check_model_config
 
 # A head override: None (keep the checkpoint's), a registry name, {"name", "kwargs"} or
 # a (name, kwargs) pair.
@@ -52,6 +52,7 @@ def load_model(checkpoint, *, device="cpu"):
     state = read_checkpoint(path)
     try:
         cfg = config_from_dict(state["config"])
+        check_model_config(cfg)
     except ConfigError as e:
         raise CheckpointError(f"{path}: its config does not load ({e})") from None
     model = build_model(cfg)

@@ -10,8 +10,11 @@ ranks under DDP.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional
+
+from fewshot_sparse.files import os_error
 
 
 class TBLogger:
@@ -21,11 +24,20 @@ class TBLogger:
     are hidden by TensorBoard, so curves do not fork."""
 
     def __init__(self, log_dir: Optional[Path], purge_step: Optional[int] = None):
-        self.writer = None
+        self.writer, self.log_dir = None, log_dir
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+            with self._os_errors():
+                self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+
+    @contextlib.contextmanager
+    def _os_errors(self):
+        """A full disk or read-only folder: one OutputError naming the log folder."""
+        try:
+            yield
+        except OSError as e:
+            raise os_error(e, "cannot write TensorBoard events to", self.log_dir) from None
 
     def scalars(self, prefix: str, values: dict, step: int) -> None:
         if self.writer is None:
@@ -42,12 +54,14 @@ class TBLogger:
 
     def flush(self) -> None:
         if self.writer is not None:
-            self.writer.flush()
+            with self._os_errors():
+                self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            writer, self.writer = self.writer, None
+            with self._os_errors():
+                writer.close()
 
 
 def log_feature_usage(logger: TBLogger, results, step: int, meta: Optional[dict] = None) -> bool:

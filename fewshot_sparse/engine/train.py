@@ -38,7 +38,8 @@ from fewshot_sparse.engine.step import meta_train_step
 from fewshot_sparse.engine.tb_logging import TBLogger, log_feature_usage
 from fewshot_sparse.errors import CheckpointError, ConfigError, FewshotSparseError
 from fewshot_sparse.heads import ConvergenceWarning
-from fewshot_sparse.model import build_model
+from fewshot_sparse.files import check_writable
+from fewshot_sparse.model import build_model, check_input_shape, check_model_config
 
 LAST, BEST, CONFIG, VAL_EPISODES = "last.pt", "best.pt", "config.json", "val_episodes.npz"
 
@@ -75,6 +76,7 @@ def train(config: Config, *, resume: bool = False, progress: bool = True) -> Pat
     ``out_dir`` that already holds a run is refused rather than overwritten.
     Under ``torchrun`` the processes train data-parallel (see engine/distributed.py).
     """
+    check_model_config(config)  # bad head/encoder values: one line, before any data work
     info, device = distributed.setup(config.train.device)
     try:
         return _Trainer(config, info, device, progress).run(resume)
@@ -96,6 +98,8 @@ class _Trainer:
             raise FewshotSparseError(
                 f"{self.run_dir} already holds a run ({last}); resume it or choose "
                 f"another out_dir")
+        if info.is_main:  # a read-only or unwritable run folder: said before the work
+            check_writable(self.run_dir)
         data = TrainingData(cfg, info)
         torch.manual_seed(t.seed)  # the initial weights (identical on every rank)
         model = build_model(cfg).to(self.device)
@@ -249,6 +253,8 @@ class TrainingData:
                 raise ConfigError(f"data.{key}: {root} has no split {getattr(d, key)!r} "
                                   f"(it has {', '.join(splits)})")
         self.train_split, self.val_split = splits[d.train_split], splits[d.val_split]
+        h, w, c = self.train_split.image_shape
+        check_input_shape(cfg, (c, h, w), root)
         h, w, _ = self.train_split.image_shape
         if (h, w) != (d.image_size, d.image_size):
             raise ConfigError(f"data.image_size is {d.image_size} but {root} holds {h}x{w} "

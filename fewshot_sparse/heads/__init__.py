@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Dict, Type
 
 from torch import nn
@@ -18,6 +17,7 @@ from fewshot_sparse.heads.group_lasso_svm import ConvergenceWarning, GroupLassoS
 from fewshot_sparse.heads.output import HeadOutput
 from fewshot_sparse.heads.protonet import ProtoNetHead
 from fewshot_sparse.heads.ridge import RidgeHead
+from fewshot_sparse.heads.validation import check_head_options
 
 HEADS: Dict[str, Type[nn.Module]] = {
     "group_lasso_svm": GroupLassoSVMHead,
@@ -28,19 +28,16 @@ HEADS: Dict[str, Type[nn.Module]] = {
 
 
 def build_head(name: str, **kwargs) -> nn.Module:
-    """``HEADS[name](**kwargs)``; a ``ConfigError`` names an unknown head or keyword.
-    Bad values (e.g. a negative lambda) raise the head's own ``ValueError``."""
+    """``HEADS[name](**kwargs)``; a ``ConfigError`` names an unknown head, an unknown
+    option or an option's bad value (heads/validation.py: check_head_options)."""
     if name not in HEADS:
         raise ConfigError(f"unknown head {name!r}; known heads: {', '.join(sorted(HEADS))}")
     cls = HEADS[name]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"head {name!r} has no option(s) {', '.join(unknown)}; "
-            f"its options are: {', '.join(accepted)}"
-        )
-    return cls(**kwargs)
+    check_head_options(cls, kwargs, prefix=f"head {name!r} option ")
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise ConfigError(f"head {name!r}: {e}") from None
 
 
 __all__ = [

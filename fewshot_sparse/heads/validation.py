@@ -7,11 +7,14 @@ argument at fault and the shapes it saw; nothing is modified in place.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Union
 
 import torch
 from torch import Tensor
+
+from fewshot_sparse.errors import ConfigError
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -26,8 +29,9 @@ def check_head_inputs(query: Tensor, support: Tensor, support_labels: Tensor, n_
     for name, t in (("query", query), ("support", support), ("support_labels", support_labels)):
         if not isinstance(t, Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if isinstance(n_way, bool) or not isinstance(n_way, int) or n_way < 1:
-        raise ValueError(f"n_way must be a positive int, got {n_way!r}")
+    if isinstance(n_way, bool) or not isinstance(n_way, int) or n_way < 2:
+        # One rule for every head: a 1-way task has nothing to classify.
+        raise ValueError(f"n_way must be an int >= 2 (a task needs two classes), got {n_way!r}")
     if query.dim() != 3:
         raise ValueError(f"query must be [B, Q, D] (3-d), got shape {tuple(query.shape)}")
     if support.dim() != 3:
@@ -105,3 +109,41 @@ def _show(value: Union[float, Tensor]) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "nan"
     return repr(value)
+
+
+# Value rules for head options, by name (the type comes from the option's default).
+_POSITIVE = ("lambda2", "lam")
+_NONNEGATIVE = ("lambda1", "smoothing", "tol")
+_AT_LEAST_ONE = ("max_iter",)
+
+
+def check_head_options(cls, kwargs: dict, prefix: str = "") -> None:
+    """ConfigError ``"<prefix><option>: <what is wrong>"`` unless every option of head
+    class ``cls`` in ``kwargs`` exists and has a usable value: the type of its default
+    (an int where an int is expected, never 2.5 or True), finite numbers, and
+    ``lambda2, lam > 0``, ``lambda1, smoothing, tol >= 0``, ``max_iter >= 1``."""
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    for key, value in kwargs.items():
+        where = f"{prefix}{key}"
+        if key not in params:
+            raise ConfigError(f"{where}: no such option; the options are: {', '.join(params)}")
+        default = params[key].default
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: expected a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: must be finite, got {value!r}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        if key in _POSITIVE and not value > 0:
+            raise ConfigError(f"{where}: must be > 0, got {value!r}")
+        if key in _NONNEGATIVE and not value >= 0:
+            raise ConfigError(f"{where}: must be >= 0, got {value!r}")
+        if key in _AT_LEAST_ONE and not value >= 1:
+            raise ConfigError(f"{where}: must be >= 1, got {value!r}")

@@ -110,3 +110,24 @@ def test_truncated_and_nan_checkpoints(trained_run, tmp_path, capsys):
 def test_project_checkpoints_are_plain(trained_run):
     state = torch.load(os.path.join(trained_run.out_dir, "last.pt"), weights_only=True)
     assert isinstance(state["config"], dict) and isinstance(state["rng"]["torch"], torch.Tensor)
+
+
+def test_bad_saved_config_and_bad_head_settings(trained_run, tmp_path, capsys):
+    from fewshot_sparse.api import evaluate
+    from fewshot_sparse.errors import ConfigError
+
+    run = copy_run(trained_run, tmp_path / "run")
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["config"]["head"] = {"name": "group_lasso_svm", "kwargs": {"lambda1": -3}}
+    torch.save(state, run / "badcfg.pt")
+    assert main(["eval", "--checkpoint", str(run / "badcfg.pt"), "--shot", "1",
+                 "--episodes", "2", "--way", "3", "--query", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "badcfg.pt" in err[0] and "lambda1: must be >= 0" in err[0]
+    kw = dict(shots=[1], episodes=2, way=3, query=2, progress=False, print_table=False,
+              head="group_lasso_svm")
+    for bad, message in (({"tol": float("nan")}, "tol: must be finite"),
+                         ({"max_iter": 0}, "max_iter: must be >= 1"),
+                         ({"max_iter": 2.5}, "max_iter: expected an integer")):
+        with pytest.raises(ConfigError, match=message):
+            evaluate(run / "last.pt", head_kwargs=bad, **kw)
