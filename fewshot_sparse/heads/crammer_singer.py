@@ -19,11 +19,12 @@ class CrammerSingerSVMHead(GroupLassoSVMHead):
         lambda2: float = 10.0,
         smoothing: float = 1.0,
         tol: float = 1e-4,
-        max_iter: int = 2000,
+        max_iter: int = 100,
         mode: str = "implicit",
         learn_lambdas: bool = False,
         learn_scale: bool = False,
         init_scale: float = 1.0,
+        method: str = "ipm",
     ):
         super().__init__(
             lambda1=0.0,
@@ -35,4 +36,5 @@ class CrammerSingerSVMHead(GroupLassoSVMHead):
             learn_lambdas=learn_lambdas,
             learn_scale=learn_scale,
             init_scale=init_scale,
+            method=method,
         )

@@ -12,8 +12,6 @@ solved for all B tasks at once by the batched dual solver
 
 from __future__ import annotations
 
-import warnings
-
 from torch import Tensor, nn
 
 from fewshot_sparse.heads.common import Scalar, active_rows, one_hot, solve_dtype
@@ -24,7 +22,8 @@ from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 
 
 class ConvergenceWarning(RuntimeWarning):
-    """Some task's dual solver stopped at ``max_iter`` above its duality-gap tolerance."""
+    """Some task's dual solver stopped at ``max_iter`` above its duality-gap tolerance.
+    Heads never warn (they return ``info``); the places that aggregate results do, once."""
 
 
 class GroupLassoSVMHead(nn.Module):
@@ -34,6 +33,8 @@ class GroupLassoSVMHead(nn.Module):
     lambda2 > 0    ridge weight (C = 1 / lambda2 in SVM terms)
     smoothing      s >= 0, dual smoothing (s / (2 lambda2)) ||beta - Y||^2 (see the solver)
     tol, max_iter  the solver's relative duality-gap target and iteration cap
+    method         "ipm" (interior point, the default: tens of iterations on any features)
+                   or "fista" (first-order twin); see fewshot_sparse.solvers.group_lasso_svm
     mode           "implicit" (exact gradients from the optimality conditions) or
                    "unrolled" (autograd through the iterations; for comparison only)
     learn_lambdas  learn lambda1 and lambda2 in log-space (a lambda of 0 stays fixed at 0)
@@ -41,8 +42,8 @@ class GroupLassoSVMHead(nn.Module):
 
     The solve runs in float64 for float64 features, in float32 otherwise (float16 and
     bfloat16 features are cast up); outputs are in that dtype. ``active`` marks the
-    features with a non-zero weight row; ``info`` is the solver's per-task report, and a
-    ``ConvergenceWarning`` is issued (once per call) when some task did not converge.
+    features with a non-zero weight row; ``info`` is the solver's per-task report
+    (iterations, gap, converged): the head never warns, its callers aggregate ``info``.
     The module holds hyperparameters only, never a support set.
     """
 
@@ -52,11 +53,12 @@ class GroupLassoSVMHead(nn.Module):
         lambda2: float = 1.0,
         smoothing: float = 0.0,
         tol: float = 1e-4,
-        max_iter: int = 2000,
+        max_iter: int = 100,
         mode: str = "implicit",
         learn_lambdas: bool = False,
         learn_scale: bool = False,
         init_scale: float = 1.0,
+        method: str = "ipm",
     ):
         super().__init__()
         check_nonnegative("lambda1", lambda1)
@@ -67,7 +69,7 @@ class GroupLassoSVMHead(nn.Module):
         self.lambda1 = Scalar("lambda1", lambda1, learnable=learn_lambdas, log_space=True)
         self.lambda2 = Scalar("lambda2", lambda2, learnable=learn_lambdas, log_space=True)
         self.scale = Scalar("scale", init_scale, learnable=learn_scale)
-        self.solver = GroupLassoSVMDual(tol=tol, max_iter=max_iter, smoothing=smoothing)
+        self.solver = GroupLassoSVMDual(tol=tol, max_iter=max_iter, smoothing=smoothing, method=method)
         self.mode = mode
 
     def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> HeadOutput:
@@ -82,11 +84,9 @@ class GroupLassoSVMHead(nn.Module):
             self.solver,
             mode=self.mode,
         )
-        if not info.all_converged:
-            warnings.warn(f"{type(self).__name__}: {info.summary()}", ConvergenceWarning, stacklevel=2)
         logits = self.scale(dtype, device) * (q @ weights)
         return HeadOutput(logits=logits, weights=weights, active=active_rows(weights), info=info)
 
     def extra_repr(self) -> str:
         s = self.solver
-        return f"mode={self.mode}, tol={s.tol:g}, max_iter={s.max_iter}, smoothing={s.smoothing:g}"
+        return f"method={s.method}, mode={self.mode}, tol={s.tol:g}, max_iter={s.max_iter}, smoothing={s.smoothing:g}"

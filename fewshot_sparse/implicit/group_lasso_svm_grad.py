@@ -1,6 +1,7 @@
 """Exact implicit differentiation of the group-Lasso SVM solution W*(X, lambda1, lambda2).
 
-The one ``torch.autograd.Function`` of the project. Forward: the batched dual solver (no
+All of the project's autograd through the solver lives here: the one
+``torch.autograd.Function`` and the unrolled FISTA replay it is compared against. Forward: the batched dual solver (no
 autograd), then W = W(beta*). Backward (docs/math.md, 7): the KKT conditions of the dual,
 restricted to the free simplex entries F = {beta_ic > 0} and the active feature groups
 A = {j : ||V_j|| > lambda1}, give one small dense symmetric system per task in the
@@ -19,16 +20,19 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.group_lasso_svm import (
-    GroupLassoSVMDual,
+from fewshot_sparse.solvers.group_lasso_dual import (
     Scalar,
-    _dual_grad,
     check_inputs,
+    dual_gradient,
     dual_weights,
+    lipschitz_constant,
     task_param,
 )
-from fewshot_sparse.solvers.group_lasso_kkt import dual_hessian, free_entries, kkt_solve
+from fewshot_sparse.solvers.group_lasso_fista import fista_step
+from fewshot_sparse.solvers.group_lasso_newton import dual_hessian, free_entries, kkt_solve
+from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 from fewshot_sparse.solvers.info import SolverInfo
+from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 
 class _ImplicitGroupLassoSVM(torch.autograd.Function):
@@ -61,7 +65,7 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
                 l1c, l2c = l1.detach(), l2.detach()
                 H = dual_hessian(X, Y, beta, l1c, l2c, s)
                 u = kkt_solve(H, g_beta, free_entries(X, Y, beta, l1c, l2c, s))
-            obj = direct - (_dual_grad(Xd, Y, bd, l1, l2, s) * u).sum()
+            obj = direct - (dual_gradient(Xd, Y, bd, l1, l2, s) * u).sum()
             inputs = [z for z, nd in zip((Xd, l1d, l2d), need) if nd]
             grads = list(torch.autograd.grad(obj, inputs, allow_unused=True))
         out = []
@@ -87,20 +91,43 @@ def group_lasso_svm_fit(
     lambda2; beta [B, S, W] detached; per-task SolverInfo).
 
     mode "implicit": gradients from the optimality conditions (docs/math.md, 7), exact at
-    the solution, cost independent of the iteration count. mode "unrolled": the same
-    FISTA iterations (Newton polish off) replayed under autograd, for comparison only."""
+    the solution, cost independent of the iteration count and of the algorithm. mode
+    "unrolled": plain FISTA (Newton polish off) replayed under autograd, for comparison
+    only."""
     if mode not in ("implicit", "unrolled"):
         raise ValueError(f"mode must be 'implicit' or 'unrolled', got {mode!r}")
     check_inputs(X, Y)
     lambda1 = torch.as_tensor(lambda1, dtype=X.dtype, device=X.device)
     lambda2 = torch.as_tensor(lambda2, dtype=X.dtype, device=X.device)
     if mode == "unrolled":  # plain FISTA, so that the replay follows the same iterates
-        solver = dataclasses.replace(solver, polish=False)
+        solver = dataclasses.replace(solver, method="fista", polish=False)
     beta, info = solver.run(X, Y, lambda1, lambda2, beta0=beta0)
     Y = Y.detach()
     if mode == "implicit":
         W = _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing))
     else:
-        beta_u = solver.unrolled(X, Y, lambda1, lambda2, info.iterations, beta0=beta0)
+        beta_u = unrolled_fista(X, Y, lambda1, lambda2, solver.smoothing, info.iterations, beta0=beta0)
         W = dual_weights(X, Y, beta_u, lambda1, lambda2)
     return W, beta, info
+
+
+def unrolled_fista(
+    X: Tensor, Y: Tensor, lambda1: Scalar, lambda2: Scalar, smoothing: float, iterations: Tensor,
+    beta0: Optional[Tensor] = None,
+) -> Tensor:
+    """Replay ``iterations[b]`` FISTA steps per task with autograd recording them (for
+    comparing against the implicit gradient only: memory grows with the iterations).
+    The step size is treated as a constant."""
+    check_inputs(X, Y)
+    B = X.shape[0]
+    l1, l2 = task_param(lambda1, B, X), task_param(lambda2, B, X)
+    with torch.no_grad():
+        step = 1.0 / lipschitz_constant(X.detach(), l2.detach(), smoothing)
+    x = Y.clone() if beta0 is None else project_rows_to_simplex(beta0.detach().to(X))
+    y, t = x, torch.ones_like(step)
+    n = iterations.reshape(B, 1, 1).to(X.device)
+    for k in range(int(iterations.max()) if B else 0):
+        xn, yn, tn = fista_step(X, Y, l1, l2, step, smoothing, x, y, t)
+        run = k < n
+        x, y, t = torch.where(run, xn, x), torch.where(run, yn, y), torch.where(run, tn, t)
+    return x

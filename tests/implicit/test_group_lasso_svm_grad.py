@@ -6,8 +6,9 @@ import torch
 
 from cvx_glsvm import solve_primal
 from fewshot_sparse.implicit.group_lasso_svm_grad import group_lasso_svm_fit
-from fewshot_sparse.solvers.group_lasso_kkt import free_entries
-from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual, dual_weights, task_param
+from fewshot_sparse.solvers.group_lasso_newton import free_entries
+from fewshot_sparse.solvers.group_lasso_dual import dual_weights, task_param
+from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 
 TIGHT = GroupLassoSVMDual(tol=1e-13, max_iter=100000)
 

@@ -11,7 +11,7 @@ import torch
 from fewshot_sparse.heads import GroupLassoSVMHead
 from fewshot_sparse.reference import GroupLassoSVMReference
 from fewshot_sparse.reference.group_lasso_svm import cached_layer
-from fewshot_sparse.solvers.group_lasso_svm import primal_objective
+from fewshot_sparse.solvers.group_lasso_dual import primal_objective
 
 pytestmark = pytest.mark.reference
 

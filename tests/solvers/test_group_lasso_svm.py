@@ -6,12 +6,8 @@ import pytest
 import torch
 
 from cvx_glsvm import solve_primal
-from fewshot_sparse.solvers.group_lasso_svm import (
-    GroupLassoSVMDual,
-    dual_objective,
-    dual_weights,
-    primal_objective,
-)
+from fewshot_sparse.solvers.group_lasso_dual import dual_objective, dual_weights, primal_objective
+from fewshot_sparse.solvers.group_lasso_svm import METHODS, GroupLassoSVMDual
 
 TOL = 1e-9
 
@@ -34,16 +30,22 @@ def lambda1_all_off(X, Y):
 
 
 def check_against_cvxpy(X, Y, l1, l2, smoothing=0.0, tol=TOL):
-    solver = GroupLassoSVMDual(tol=tol, max_iter=50000, smoothing=smoothing)
+    """Both algorithms (the interior-point default and its FISTA twin) against one
+    CVXPY/Clarabel solve of the primal per task."""
+    l1b = torch.as_tensor(l1).expand(X.shape[0])
+    l2b = torch.as_tensor(l2).expand(X.shape[0])
+    ref = [solve_primal(X[b].numpy(), Y[b].numpy(), float(l1b[b]), float(l2b[b]), smoothing) for b in range(X.shape[0])]
+    return [check_method(X, Y, l1, l2, smoothing, tol, method, ref) for method in METHODS][0]
+
+
+def check_method(X, Y, l1, l2, smoothing, tol, method, ref):
+    solver = GroupLassoSVMDual(tol=tol, max_iter=100 if method == "ipm" else 50000, smoothing=smoothing, method=method)
     beta, info = solver.run(X, Y, l1, l2)
     assert info.converged.all(), info.summary()
     assert (info.gap <= tol).all()
     assert (info.dual <= info.primal + 1e-12 * info.primal.abs().clamp_min(1)).all()
     W = dual_weights(X, Y, beta, l1, l2)
-    l1b = torch.as_tensor(l1).expand(X.shape[0])
-    l2b = torch.as_tensor(l2).expand(X.shape[0])
-    for b in range(X.shape[0]):
-        Wc, pc = solve_primal(X[b].numpy(), Y[b].numpy(), float(l1b[b]), float(l2b[b]), smoothing)
+    for b, (Wc, pc) in enumerate(ref):
         assert abs(float(info.primal[b]) - pc) <= 1e-6 * max(1.0, abs(pc))
         np.testing.assert_allclose(W[b].numpy(), Wc, atol=1e-4)
     # the reported values are the module's objective functions at the returned point
@@ -169,7 +171,7 @@ def test_float32_and_dtype_device_follow_inputs():
 
 def test_without_polish_plain_fista_converges_too():
     X, Y = make_task(12, 15, 20, 4, batch=2)
-    solver = GroupLassoSVMDual(tol=1e-8, max_iter=50000, polish=False)
+    solver = GroupLassoSVMDual(tol=1e-8, max_iter=50000, polish=False, method="fista")
     beta, info = solver.run(X, Y, torch.tensor([0.0, 1.0]), 1.0)
     assert info.converged.all()
     beta_p, _ = GroupLassoSVMDual(tol=1e-12, max_iter=50000).run(X, Y, torch.tensor([0.0, 1.0]), 1.0)

@@ -1,6 +1,7 @@
-"""The dual's second-order structure on the active face (docs/math.md, 7): the Hessian
-restricted to active feature groups and the reduced KKT solve on the free simplex entries.
-Shared by the solver's Newton polish (docs/math.md, 6) and the implicit gradient."""
+"""The dual's second-order structure (docs/math.md, 6-7): the generalized Hessian, built on
+the active feature groups only, and the reduced KKT solve on a face of the simplices.
+Used by the interior-point solver (Newton systems), the face-Newton polish of both
+algorithms and the implicit gradient."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from fewshot_sparse.solvers.group_lasso_dual import correlations, dual_gradient, lipschitz_constant
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 
 def dual_hessian(
-    X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float, gram: Optional[Tensor] = None
+    X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float,
+    gram: Optional[Tensor] = None, V: Optional[Tensor] = None,
 ) -> Tensor:
     """Hessian of the dual objective f at beta, [B, S W, S W] (index i * W + c), built on the
     active groups only (docs/math.md, 7):
@@ -23,24 +26,28 @@ def dual_hessian(
 
     The a-part is (X diag(a) X^T) kron I (one S x S Gram matrix); the rank-one b-parts are
     gathered on the active features only (padded to the largest active count in the batch).
-    ``gram`` = X X^T may be passed when lambda1 = 0 in every task (then a = 1, b = 0).
+    ``gram`` = X X^T may be passed when lambda1 = 0 in every task (then a = 1, b = 0);
+    ``V`` = X^T (Y - beta) when the caller has it already. The matrix is assembled in X's
+    dtype (the D-long contractions) and returned in beta's dtype.
     """
     B, S, D = X.shape
     W = Y.shape[-1]
-    eye_w = torch.eye(W, dtype=X.dtype, device=X.device)
+    out = beta.dtype
+    eye_w = torch.eye(W, dtype=out, device=X.device)
+    l2 = l2.to(out)
     if gram is not None:
-        H = (gram[:, :, None, :, None] * eye_w[None, None, :, None, :]).reshape(B, S * W, S * W) / l2
+        H = (gram.to(out)[:, :, None, :, None] * eye_w[None, None, :, None, :]).reshape(B, S * W, S * W) / l2
         if smoothing > 0:
-            H = H + (smoothing / l2) * torch.eye(S * W, dtype=X.dtype, device=X.device)
+            H = H + (smoothing / l2) * torch.eye(S * W, dtype=out, device=X.device)
         return H
-    V = torch.bmm((Y - beta).transpose(1, 2), X).transpose(1, 2)  # [B, D, W]
+    V = correlations(X, Y - beta) if V is None else V  # [B, D, W]
     n = torch.linalg.vector_norm(V, dim=-1)  # [B, D]
-    lam = l1[:, :, 0]  # [B, 1]
+    lam = l1[:, :, 0].to(X.dtype)  # [B, 1]
     active = (n > lam) | (lam <= 0)
     n_safe = torch.where(n > 0, n, torch.ones_like(n))
     b = torch.where(active, lam / n_safe, torch.zeros_like(n))
     a = torch.where(active, 1.0 - b, torch.zeros_like(n))
-    K = torch.bmm(X * a[:, None, :], X.transpose(1, 2))  # [B, S, S]
+    K = torch.bmm(X * a[:, None, :], X.transpose(1, 2)).to(out)  # [B, S, S]
     H = (K[:, :, None, :, None] * eye_w[None, None, :, None, :]).reshape(B, S * W, S * W)
     rank_one = active & (b > 0)
     m = int(rank_one.sum(-1).max()) if rank_one.numel() else 0
@@ -52,10 +59,10 @@ def dual_hessian(
         # Z[b, i, c, j] = X_ij sqrt(b_j) vhat_jc, so Z Z^T = sum_j b_j (x_j x_j^T) kron (vhat_j vhat_j^T)
         Z = Xg[:, :, None, :] * (sb[:, :, None] * Vh).transpose(1, 2)[:, None, :, :]
         Z = Z.reshape(B, S * W, m)
-        H = H + torch.bmm(Z, Z.transpose(1, 2))
+        H = H + torch.bmm(Z, Z.transpose(1, 2)).to(out)
     H = H / l2
     if smoothing > 0:
-        H = H + (smoothing / l2) * torch.eye(S * W, dtype=X.dtype, device=X.device)
+        H = H + (smoothing / l2) * torch.eye(S * W, dtype=out, device=X.device)
     return H
 
 
@@ -104,8 +111,19 @@ def free_entries(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smo
     the support of one projected-gradient step proj(beta - grad f(beta) / L) (docs/math.md, 7).
     Equal to {beta > 0} at an exact solution, but robust to round-off entries (1e-17 left
     by a projection) and to not-yet-zero entries whose multiplier is clearly positive."""
-    from fewshot_sparse.solvers.group_lasso_svm import _dual_grad, squared_spectral_norm  # no cycle at import
-
-    step = l2 / (squared_spectral_norm(X).reshape(-1, 1, 1) + smoothing)
-    z = beta - step * _dual_grad(X, Y, beta, l1, l2, smoothing)
+    step = 1.0 / lipschitz_constant(X, l2, smoothing)
+    z = beta - step * dual_gradient(X, Y, beta, l1, l2, smoothing)
     return project_rows_to_simplex(z) > 0
+
+
+def face_newton_step(X, Y, beta, free, l1, l2, smoothing, K=None) -> Tensor:
+    """One Newton step on the face ``free`` [B, S, W] (bool) of the simplices (docs/math.md,
+    6): beta restricted to the face (rows renormalised) moves by the reduced KKT solution
+    H_FF d + E nu = -grad f_F, E^T d = 0, and is projected back onto the simplex rows.
+    Exact in one step where f is quadratic on the face (lambda1 = 0, or active groups whose
+    directions stay fixed); quadratically convergent otherwise."""
+    base = beta * free
+    base = base / base.sum(-1, keepdim=True).clamp_min(torch.finfo(beta.dtype).tiny)
+    g = dual_gradient(X, Y, base, l1, l2, smoothing, K)
+    H = dual_hessian(X, Y, base, l1, l2, smoothing, gram=K)
+    return project_rows_to_simplex(base + kkt_solve(H, -g, free))
