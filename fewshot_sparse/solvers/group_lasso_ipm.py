@@ -47,6 +47,7 @@ from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 WORK = torch.float64
 _STEP_TO_BOUNDARY = 0.995
+_RESIDUAL_FLOOR = 1e-3
 
 
 @dataclass
@@ -185,7 +186,11 @@ def _newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor) -> _Step:
     a_aff = _max_step(beta, db, z, dz, 1.0)
     mu_aff = ((beta + a_aff * db) * (z + a_aff * dz)).mean((1, 2), keepdim=True)
     sigma = (mu_aff / mu).clamp(0.0, 1.0) ** 3
-    db, dnu, dz = solve(comp + db * dz - sigma * mu)  # corrector + centring
+    # lambda1 > 0: grad f is only piecewise smooth, so the dual residual is re-created by
+    # the model error where a group crosses its threshold; complementarity is not driven
+    # below that residual, or the iterates would commit to a face too early and stall
+    target = torch.maximum(sigma * mu, _RESIDUAL_FLOOR * r_dual.abs().amax((1, 2), keepdim=True)).minimum(mu)
+    db, dnu, dz = solve(comp + db * dz - target)  # corrector + centring
     alpha = _max_step(beta, db, z, dz, _STEP_TO_BOUNDARY)
     bad = ~system.ok | ~torch.isfinite(alpha)
     alpha = torch.where(bad, torch.zeros_like(alpha), alpha)

@@ -34,5 +34,19 @@ def solve_primal(X, Y, lambda1, lambda2, smoothing=0.0):
     return Wv.value, prob.value
 
 
+def lambda1_max(X, Y):
+    """The smallest lambda1 with W* = 0 (docs/math.md, 4): min over beta supported on the
+    wrong classes (row-stochastic) of max_j ||(X^T (Y - beta))_j||, as a CVXPY SOCP."""
+    X, Y = np.asarray(X, float), np.asarray(Y, float)
+    beta = cp.Variable(Y.shape, nonneg=True)
+    t = cp.Variable()
+    V = X.T @ (Y - beta)
+    cons = [cp.sum(beta, axis=1) == 1, cp.multiply(beta, Y) == 0, cp.norm(V, 2, axis=1) <= t]
+    prob = cp.Problem(cp.Minimize(t), cons)
+    prob.solve(solver=cp.CLARABEL, **CLARABEL_TIGHT)
+    assert prob.status in ("optimal", "optimal_inaccurate"), prob.status
+    return float(prob.value)
+
+
 def one_hot(y, K):
     return np.eye(K)[np.asarray(y)]

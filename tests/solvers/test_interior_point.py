@@ -1,0 +1,134 @@
+"""The interior-point solver where the first-order one fails: non-negative (ReLU and
+backbone) features, rank-deficient and D < S supports, lambda1 near lambda_max, float32.
+References are CVXPY/Clarabel solves of the primal (float64) and the exact lambda_max SOCP."""
+
+import pytest
+import torch
+
+from cvx_glsvm import lambda1_max
+from fewshot_sparse.encoders import build_encoder
+from fewshot_sparse.solvers.group_lasso_dual import dual_weights
+from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
+from solver_checks import check_against_cvxpy, lambda1_all_off, make_task
+
+
+def relu_task(seed, S, D, W, batch=1, dtype=torch.float64):
+    X, Y = make_task(seed, S, D, W, batch)
+    return X.clamp_min(0.0).to(dtype), Y.to(dtype)
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("smoothing", [0.0, 1.0])
+@pytest.mark.parametrize("lambda2", [0.1, 1.0, 10.0])
+def test_relu_features_match_cvxpy(lambda2, smoothing):
+    X, Y = relu_task(20, 20, 30, 4, batch=3)
+    off = lambda1_all_off(X, Y)
+    l1 = torch.stack([torch.tensor(0.0), 0.2 * off[1], 0.6 * off[2]])
+    check_against_cvxpy(X, Y, l1, lambda2, smoothing, methods=("ipm",))
+
+
+@pytest.mark.reference
+def test_backbone_features_match_cvxpy():
+    """Features of a random-init Conv-4 on random images: non-negative, strongly
+    correlated, the regime of every real run."""
+    g = torch.Generator().manual_seed(3)
+    enc = build_encoder("conv4", in_channels=3).double().eval()
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
+        X = enc(torch.rand(2 * 15, 3, 32, 32, generator=g, dtype=torch.float64)).reshape(2, 15, -1)
+    assert (X >= 0).all() and X.shape[-1] >= 64
+    Y = torch.nn.functional.one_hot(torch.arange(15) % 5, 5).double().expand(2, 15, 5).contiguous()
+    off = lambda1_all_off(X, Y)
+    check_against_cvxpy(X, Y, torch.stack([torch.tensor(0.0), 0.3 * off[1]]), 1.0, methods=("ipm",))
+
+
+@pytest.mark.reference
+def test_rank_deficient_and_fewer_features_than_points():
+    g = torch.Generator().manual_seed(5)
+    _, Y = make_task(5, 20, 3, 4, batch=2)
+    low_rank = torch.randn(2, 20, 3, generator=g, dtype=torch.float64) @ torch.randn(2, 3, 40, generator=g, dtype=torch.float64)
+    check_against_cvxpy(low_rank.relu(), Y, torch.tensor([0.0, 0.5]), 1.0, methods=("ipm",))
+    X, Y = relu_task(6, 25, 6, 5, batch=2)  # D < S
+    check_against_cvxpy(X, Y, torch.tensor([0.0, 0.3]), 0.5, methods=("ipm",))
+
+
+@pytest.mark.reference
+def test_lambda1_near_lambda_max():
+    """Just below the exact lambda_max a task keeps a minority of its features; just
+    above it has none. lambda_max comes from an independent SOCP."""
+    X, Y = relu_task(7, 15, 40, 5, batch=2)
+    lmax = torch.tensor([lambda1_max(X[b].numpy(), Y[b].numpy()) for b in range(2)], dtype=X.dtype)
+    solver = GroupLassoSVMDual(tol=1e-9)
+    beta, info = solver.run(X, Y, 0.99 * lmax, 1.0)
+    assert info.converged.all()
+    used = (dual_weights(X, Y, beta, 0.99 * lmax, 1.0).norm(dim=-1) > 0).sum(-1)
+    assert ((used >= 1) & (used < 20)).all(), used
+    beta, info = solver.run(X, Y, 1.001 * lmax, 1.0)
+    assert info.converged.all() and dual_weights(X, Y, beta, 1.001 * lmax, 1.0).abs().max() < 1e-9
+    check_against_cvxpy(X, Y, 0.99 * lmax, 1.0, methods=("ipm",))
+
+
+def test_hard_regimes_take_few_newton_iterations():
+    """5-way 15-shot ReLU features, every (lambda1, lambda2, smoothing) regime of the
+    solver benchmark: relative gap 1e-6 within 50 Newton iterations in every task."""
+    X, Y = relu_task(8, 75, 256, 5, batch=1)
+    off = float(lambda1_all_off(X, Y))
+    for smoothing in (0.0, 1.0):
+        l1 = torch.tensor([0.0, 0.02 * off, 0.5 * off] * 4, dtype=X.dtype)
+        l2 = torch.tensor([0.1, 0.1, 0.1, 1.0, 1.0, 1.0, 10.0, 10.0, 10.0, 100.0, 100.0, 100.0], dtype=X.dtype)
+        _, info = GroupLassoSVMDual(tol=1e-6, max_iter=50, smoothing=smoothing).run(
+            X.expand(12, -1, -1), Y.expand(12, -1, -1), l1, l2)
+        assert info.converged.all(), info.summary()
+        assert (info.iterations <= 50).all()
+
+
+def test_float32_agrees_with_float64():
+    X, Y = relu_task(9, 25, 200, 5, batch=3)
+    l1 = torch.tensor([0.0, 0.1, 0.4]) * lambda1_all_off(X, Y)
+    b64, i64 = GroupLassoSVMDual(tol=1e-7).run(X, Y, l1, 1.0)
+    b32, i32 = GroupLassoSVMDual(tol=1e-4).run(X.float(), Y.float(), l1.float(), 1.0)
+    assert i32.converged.all() and b32.dtype == torch.float32 and i32.gap.dtype == torch.float32
+    W64 = dual_weights(X, Y, b64, l1, 1.0)
+    W32 = dual_weights(X.float(), Y.float(), b32, l1.float(), 1.0).double()
+    # the gap bounds the weight error: (lambda2 / 2) ||W - W*||^2 <= gap * max(|P|, 1)
+    bound = (2.0 * (i32.gap.double() * i32.primal.double().abs().clamp_min(1.0)) / 1.0).sqrt()
+    err = (W32 - W64).flatten(1).norm(dim=-1)
+    assert (err <= bound + 1e-3).all(), (err, bound)
+
+
+def test_ipm_and_fista_agree_and_report_their_iterations():
+    X, Y = make_task(10, 12, 20, 3, batch=2)
+    l1 = torch.tensor([0.0, 0.5])
+    b_ipm, i_ipm = GroupLassoSVMDual(tol=1e-10).run(X, Y, l1, 1.0)
+    b_fista, i_fista = GroupLassoSVMDual(tol=1e-10, method="fista", max_iter=100000).run(X, Y, l1, 1.0)
+    assert i_ipm.converged.all() and i_fista.converged.all()
+    torch.testing.assert_close(dual_weights(X, Y, b_ipm, l1, 1.0), dual_weights(X, Y, b_fista, l1, 1.0), atol=1e-6, rtol=0)
+    assert (i_ipm.iterations < i_fista.iterations).all()
+
+
+def test_all_zero_features_give_zero_weights():
+    X = torch.zeros(2, 10, 8, dtype=torch.float64)
+    _, Y = make_task(11, 10, 8, 5, batch=2)
+    for l1 in (0.0, 0.5):
+        beta, info = GroupLassoSVMDual(tol=1e-9).run(X, Y, l1, 1.0)
+        assert info.converged.all() and torch.isfinite(beta).all()
+        assert (dual_weights(X, Y, beta, l1, 1.0) == 0).all()
+        torch.testing.assert_close(info.primal, torch.full((2,), 10.0, dtype=torch.float64))
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="method"):
+        GroupLassoSVMDual(method="newton")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("l1", [0.0, 0.3])
+def test_cuda_matches_cpu(l1):
+    X, Y = relu_task(12, 25, 300, 5, batch=4, dtype=torch.float32)
+    l1t = l1 * lambda1_all_off(X, Y)
+    b_cpu, i_cpu = GroupLassoSVMDual(tol=1e-5).run(X, Y, l1t, 1.0)
+    b_gpu, i_gpu = GroupLassoSVMDual(tol=1e-5).run(X.cuda(), Y.cuda(), l1t.cuda(), 1.0)
+    assert i_gpu.converged.all() and b_gpu.device.type == "cuda"
+    torch.testing.assert_close(dual_weights(X, Y, b_cpu, l1t, 1.0),
+                               dual_weights(X.cuda(), Y.cuda(), b_gpu, l1t.cuda(), 1.0).cpu(), atol=1e-3, rtol=1e-3)
