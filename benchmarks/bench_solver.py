@@ -1,39 +1,41 @@
-"""Forward + backward time of the group-Lasso SVM head against other ways to get the same
-solution and gradient, on the same random batches (fixed torch.Generator).
+"""Forward + backward of the group-Lasso SVM head, side by side with the other ways to
+get the same solution and gradient, on the same batches (fixed torch.Generator).
 
-    python benchmarks/bench_solver.py            # full grid (minutes; cvxpylayers is slow)
-    python benchmarks/bench_solver.py --quick    # D=640, 15-shot, two regimes (< 1 min CPU)
-    python benchmarks/bench_solver.py --device cuda
+    python benchmarks/bench_solver.py --quick          # D=640, 15-shot, relu + gaussian (minutes)
+    python benchmarks/bench_solver.py                  # the full grid (long: cvxpylayers)
+    python benchmarks/bench_solver.py --features backbone --shots 5 --no-cvx
+
+Features
+  gaussian  N(0, 1)
+  relu      max(N(0, 1), 0): non-negative like any backbone's last layer; the strong
+            common direction makes X X^T badly conditioned
+  backbone  random-init MetaOptNet ResNet-12 on random 84x84 images (D = 16,000); the
+            ResNet-12 forward of the same episodes is timed too, for the head/encoder ratio
+
+Regimes: lambda1 in {0, active (0.2 x the all-off bound), near (0.9 x the exact
+lambda_max, by bisection)}, lambda2 in {0.1, 1, 10, 100}, smoothing in {0, 1}.
 
 Methods (each: solve, logits, cross-entropy on the query labels, backward to the features)
-  ours     GroupLassoSVMHead: batched accelerated dual solver + implicit gradient
-  pg       plain (non-accelerated) projected gradient on the same dual, written below
-           with the package's prox functions, stopped by the same relative-duality-gap
-           test (same tolerance, same check period); gradient by the same implicit
-           backward, so the ratio measures the solvers
-  cvx      fewshot_sparse.reference (cvxpylayers + diffcp, Clarabel, lsqr derivative) on
-           the first --cvx-tasks tasks, D=640 only; "ours" is re-timed on the same tasks
-           for the ratio. Building the layer (CVXPY canonicalisation, ~20 s at D=640) is
-           not timed; Clarabel's solve is most of what is
-  qpth     MetaOptNet's route: the lambda1 = 0 dual as a QP for qpth's batched
-           interior-point QPFunction (skipped with a message when qpth is not installed)
-
-Features are N(0, 1) by default; ``--features relu`` uses max(N(0, 1), 0), non-negative
-like a ReLU backbone's, whose strong common (mean) direction makes the dual much worse
-conditioned. "gap" is the largest relative duality gap (P - D) / max(|P|, 1) over the
-tasks; for cvx and qpth it is measured with the head's dual certificate (P of their
-weights minus the dual value of ours).
+  ipm    the head's default: batched interior-point solver + implicit gradient
+  fista  the same head with the first-order solver (cap --fista-max-iter)
+  cvx    fewshot_sparse.reference (cvxpylayers + diffcp, Clarabel) on the first task, at
+         D = 640 only; ipm is re-timed on that one task for the ratio. Building the layer
+         (CVXPY canonicalisation) is not timed
+  qpth   MetaOptNet's route for lambda1 = 0: the dual as a QP for qpth's batched
+         interior-point QPFunction (rows skipped when qpth is not installed)
+"gap" is the largest relative duality gap over the tasks; for cvx and qpth it is
+measured against the dual value of a tight ipm solution.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -41,122 +43,12 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fewshot_sparse.heads import GroupLassoSVMHead  # noqa: E402
+from fewshot_sparse.encoders import build_encoder  # noqa: E402
 from fewshot_sparse.implicit.group_lasso_svm_grad import group_lasso_svm_fit  # noqa: E402
-from fewshot_sparse.solvers.group_lasso_svm import (  # noqa: E402
-    GroupLassoSVMDual,
-    dual_objective,
-    dual_weights,
-    primal_objective,
-    squared_spectral_norm,
-)
-from fewshot_sparse.solvers.info import SolverInfo  # noqa: E402
-from fewshot_sparse.solvers.prox import block_soft_threshold, project_rows_to_simplex  # noqa: E402
+from fewshot_sparse.solvers.group_lasso_dual import dual_objective, dual_weights, primal_objective  # noqa: E402
+from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual  # noqa: E402
 
 N_WAY, N_QUERY = 5, 15
-
-
-# ---------------------------------------------------------------------------- baselines
-@dataclass
-class PlainProjectedGradient:
-    """beta <- proj_simplex_rows(beta - grad f(beta) / L), L = ||X||_2^2 / lambda2: no
-    momentum, no Newton steps. Same dual, same gap test as the head's solver. Duck-types
-    the solver interface ``group_lasso_svm_fit`` expects (run, smoothing)."""
-
-    tol: float = 1e-4
-    max_iter: int = 20_000
-    check_every: int = 10
-    smoothing: float = 0.0
-
-    def run(self, X, Y, lambda1, lambda2, beta0=None):
-        with torch.no_grad():
-            X, Y = X.detach(), Y.detach()
-            l1, l2 = torch.as_tensor(lambda1).to(X), torch.as_tensor(lambda2).to(X)
-            step = l2 / squared_spectral_norm(X).reshape(-1, 1, 1)
-            beta = Y.clone() if beta0 is None else beta0.detach().clone()
-            done = torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
-            iters = torch.zeros(X.shape[0], dtype=torch.long, device=X.device)
-            for k in range(self.max_iter + 1):
-                if k % self.check_every == 0 or k == self.max_iter:
-                    gap = relative_gap(X, Y, beta, l1, l2)
-                    newly = (gap <= self.tol) & ~done
-                    iters[newly] = k
-                    done |= newly
-                    if bool(done.all()) or k == self.max_iter:
-                        break
-                U = block_soft_threshold(X.transpose(1, 2) @ (Y - beta), l1)
-                grad = Y - X @ U / l2
-                step_beta = project_rows_to_simplex(beta - step * grad)
-                beta = torch.where(done[:, None, None], beta, step_beta)
-            iters[~done] = self.max_iter
-            p, d = primal_objective(X, Y, dual_weights(X, Y, beta, l1, l2), l1, l2), dual_objective(X, Y, beta, l1, l2)
-            gap = (p - d) / p.abs().clamp_min(1.0)
-            return beta, SolverInfo(iterations=iters, primal=p, dual=d, gap=gap, converged=gap <= self.tol)
-
-
-def relative_gap(X, Y, beta, l1, l2) -> Tensor:
-    p = primal_objective(X, Y, dual_weights(X, Y, beta, l1, l2), l1, l2)
-    return (p - dual_objective(X, Y, beta, l1, l2)) / p.abs().clamp_min(1.0)
-
-
-def qpth_weights(X: Tensor, Y: Tensor, lambda2: float) -> Tensor:
-    """lambda1 = 0 dual as a QP in beta (MetaOptNet's formulation, unsmoothed):
-    min 1/(2 lambda2) (Y - beta)^T (K kron I)(Y - beta) + <Y, beta>, beta >= 0, rows sum to 1;
-    W = X^T (Y - beta) / lambda2, differentiable through qpth."""
-    from qpth.qp import QPFunction
-
-    B, S, W = Y.shape
-    n = S * W
-    K = X @ X.transpose(1, 2)
-    eye_w = torch.eye(W, dtype=X.dtype, device=X.device)
-    Q = (K[:, :, None, :, None] * eye_w[None, None, :, None, :]).reshape(B, n, n) / lambda2
-    y = Y.reshape(B, n)
-    p = -(Q @ y.unsqueeze(-1)).squeeze(-1) + y
-    G = -torch.eye(n, dtype=X.dtype, device=X.device).expand(B, n, n)
-    h = torch.zeros(B, n, dtype=X.dtype, device=X.device)
-    A = torch.kron(torch.eye(S, dtype=X.dtype, device=X.device), torch.ones(1, W, dtype=X.dtype, device=X.device))
-    A = A.expand(B, S, n)
-    b = torch.ones(B, S, dtype=X.dtype, device=X.device)
-    beta = QPFunction(verbose=False)(Q, p, G, h, A, b).reshape(B, S, W)
-    return X.transpose(1, 2) @ (Y - beta) / lambda2
-
-
-# ------------------------------------------------------------------------------- runs
-@dataclass
-class Row:
-    dim: int
-    shot: int
-    regime: str
-    method: str
-    device: str
-    tasks: int
-    ms: float
-    iters: Optional[int] = None
-    gap: Optional[float] = None
-    vs_cvx: Optional[str] = None
-    vs_pg: Optional[str] = None
-
-
-def make_batch(seed: int, n_tasks: int, shot: int, dim: int, features: str):
-    g = torch.Generator().manual_seed(seed)
-    s = N_WAY * shot
-    support = torch.randn(n_tasks, s, dim, generator=g)
-    query = torch.randn(n_tasks, N_WAY * N_QUERY, dim, generator=g)
-    if features == "relu":
-        support, query = support.clamp_min(0), query.clamp_min(0)
-    labels = torch.stack([torch.randperm(s, generator=g) % N_WAY for _ in range(n_tasks)])
-    query_labels = (torch.arange(N_WAY * N_QUERY) % N_WAY).repeat(n_tasks, 1)
-    return query, support, labels, query_labels
-
-
-def active_lambda1(support: Tensor, labels: Tensor, fraction: float = 0.2) -> float:
-    """A lambda1 that switches off part of the features in every task: ``fraction`` of the
-    smallest (over tasks) upper bound on the all-off threshold, max_j ||X_j^T (Y - beta)||
-    at beta spread evenly over the wrong classes."""
-    Y = F.one_hot(labels, N_WAY).to(support.dtype)
-    beta = (1.0 - Y) / (N_WAY - 1)
-    V = support.transpose(1, 2) @ (Y - beta)
-    return fraction * float(torch.linalg.vector_norm(V, dim=-1).amax(-1).min())
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int):
@@ -174,193 +66,222 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int):
     return statistics.median(times), out
 
 
+# ----------------------------------------------------------------------------- features
+def make_batch(seed: int, tasks: int, shot: int, dim: int, features: str, device) -> Dict[str, object]:
+    g = torch.Generator().manual_seed(seed)
+    s, q = N_WAY * shot, N_WAY * N_QUERY
+    labels = torch.stack([torch.randperm(s, generator=g) % N_WAY for _ in range(tasks)])
+    query_labels = (torch.arange(q) % N_WAY).repeat(tasks, 1)
+    batch = dict(labels=labels, query_labels=query_labels, encoder_ms=None)
+    if features == "backbone":
+        enc = build_encoder("resnet12_metaoptnet", in_channels=3).to(device).eval()
+        images = torch.rand(tasks * (s + q), 3, 84, 84, generator=g).to(device)
+        with torch.no_grad():
+            ms, feats = timed(lambda: enc(images), torch.device(device), 1)
+        feats = feats.reshape(tasks, s + q, -1).cpu()
+        batch.update(support=feats[:, :s].contiguous(), query=feats[:, s:].contiguous(), encoder_ms=ms)
+        return batch
+    support, query = torch.randn(tasks, s, dim, generator=g), torch.randn(tasks, q, dim, generator=g)
+    if features == "relu":
+        support, query = support.clamp_min(0), query.clamp_min(0)
+    batch.update(support=support, query=query)
+    return batch
+
+
+def all_off_bound(X: Tensor, Y: Tensor) -> Tensor:
+    """max_j ||(X^T (Y - beta))_j|| at beta spread over the wrong classes: W* = 0 above it."""
+    V = X.transpose(1, 2) @ (Y - (1.0 - Y) / (N_WAY - 1))
+    return torch.linalg.vector_norm(V, dim=-1).amax(-1)
+
+
+def lambda1_max(X: Tensor, Y: Tensor, lambda2: float, smoothing: float, steps: int = 14) -> Tensor:
+    """The smallest lambda1 with W* = 0, per task [B], by bisection on the solver's answer."""
+    lo, hi = torch.zeros(X.shape[0], dtype=X.dtype), all_off_bound(X, Y)
+    solver = GroupLassoSVMDual(tol=1e-7, smoothing=smoothing)
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        beta, _ = solver.run(X, Y, mid, lambda2)
+        off = dual_weights(X, Y, beta, mid, lambda2).flatten(1).abs().amax(-1) <= 1e-9
+        lo, hi = torch.where(off, lo, mid), torch.where(off, mid, hi)
+    return hi
+
+
+# ------------------------------------------------------------------------------ methods
 def loss_backward(logits: Tensor, query_labels: Tensor) -> None:
     F.cross_entropy(logits.reshape(-1, N_WAY), query_labels.reshape(-1)).backward()
 
 
-def run_ours(query, support, labels, query_labels, l1, l2, tol, device, repeats):
-    q, s, y, qy = (t.to(device) for t in (query, support, labels, query_labels))
-    head = GroupLassoSVMHead(lambda1=l1, lambda2=l2, tol=tol, max_iter=20_000)
+def run_ours(batch, l1, l2, s, solver, device, repeats, tasks=None):
+    """The head's computation (implicit layer, logits, loss, backward) with a per-task
+    lambda1 [B] (near lambda_max differs per task)."""
+    n = tasks or batch["support"].shape[0]
+    q, x, y, qy = (batch[k][:n].to(device) for k in ("query", "support", "labels", "query_labels"))
+    Y = F.one_hot(y, N_WAY).to(x.dtype)
+    l1 = l1[:n].to(device=device, dtype=x.dtype)
 
     def fn():
-        sg = s.clone().requires_grad_()
-        out = head(q, sg, y, N_WAY)
-        loss_backward(out.logits, qy)
-        return out
-
-    return timed(fn, device, repeats)
-
-
-def run_pg(query, support, labels, query_labels, l1, l2, tol, max_iter, repeats):
-    Y = F.one_hot(labels, N_WAY).to(support.dtype)
-    solver = PlainProjectedGradient(tol=tol, max_iter=max_iter)
-
-    def fn():
-        sg = support.clone().requires_grad_()
-        W, _, info = group_lasso_svm_fit(sg, Y, l1, l2, solver)
-        loss_backward(query @ W, query_labels)
+        xg = x.clone().requires_grad_()
+        W, _, info = group_lasso_svm_fit(xg, Y, l1, torch.tensor(l2, dtype=x.dtype, device=device), solver)
+        loss_backward(q @ W, qy)
         return info
 
-    return timed(fn, torch.device("cpu"), repeats)
+    return timed(fn, torch.device(device), repeats)
 
 
-def run_cvx(query, support, labels, query_labels, l1, l2):
+def run_cvx(batch, l1, l2, s):
     from fewshot_sparse.reference import GroupLassoSVMReference
     from fewshot_sparse.reference.group_lasso_svm import cached_layer
 
-    cached_layer(support.shape[1], support.shape[2], N_WAY)  # canonicalisation (~20 s) not timed
-    ref = GroupLassoSVMReference(l1, l2, derivative_mode="lsqr")
-    s64, q64 = support.double(), query.double()
+    x, q = batch["support"][:1].double(), batch["query"][:1].double()
+    cached_layer(x.shape[1], x.shape[2], N_WAY)  # canonicalisation: not timed
+    ref = GroupLassoSVMReference(float(l1[0]), l2, derivative_mode="lsqr")  # s = 0 only
 
     def fn():
-        sg = s64.clone().requires_grad_()
-        out = ref(q64, sg, labels, N_WAY)
-        loss_backward(out.logits, query_labels)
+        xg = x.clone().requires_grad_()
+        out = ref(q, xg, batch["labels"][:1], N_WAY)
+        loss_backward(out.logits, batch["query_labels"][:1])
         return out.weights.detach()
 
     return timed(fn, torch.device("cpu"), 1)
 
 
-def run_qpth(query, support, labels, query_labels, l2, repeats):
-    Y = F.one_hot(labels, N_WAY).to(support.dtype)
+def run_qpth(batch, l2, s, repeats):
+    from qpth.qp import QPFunction
+
+    x = batch["support"]
+    Y = F.one_hot(batch["labels"], N_WAY).to(x.dtype)
+    B, S, W = Y.shape
+    n = S * W
+    eye = torch.eye(n, dtype=x.dtype)
+    A = torch.kron(torch.eye(S, dtype=x.dtype), torch.ones(1, W, dtype=x.dtype)).expand(B, S, n)
 
     def fn():
-        sg = support.clone().requires_grad_()
-        W = qpth_weights(sg, Y, l2)
-        loss_backward(query @ W, query_labels)
-        return W.detach()
+        xg = x.clone().requires_grad_()
+        K = xg @ xg.transpose(1, 2)
+        Q = torch.kron(K, torch.eye(W, dtype=x.dtype)) / l2 + (s / l2) * eye  # the dual's Hessian
+        y = Y.reshape(B, n, 1)
+        p = (y - Q @ y).squeeze(-1)
+        beta = QPFunction(verbose=False)(Q, p, -eye.expand(B, n, n), torch.zeros(B, n, dtype=x.dtype), A,
+                                         torch.ones(B, S, dtype=x.dtype)).reshape(B, S, W)
+        Wt = xg.transpose(1, 2) @ (Y - beta) / l2
+        loss_backward(batch["query"] @ Wt, batch["query_labels"])
+        return Wt.detach()
 
     return timed(fn, torch.device("cpu"), repeats)
 
 
-def certificate_gap(support, labels, W, beta, l1, l2) -> float:
-    """Relative gap of weights W against the dual value of ``beta`` (the head's solution)."""
-    X, Wd = support.to(W.dtype), W
-    Y = F.one_hot(labels, N_WAY).to(W.dtype)
-    p = primal_objective(X, Y, Wd, l1, l2)
-    d = dual_objective(X, Y, beta.to(W.dtype), l1, l2)
+def certificate_gap(batch, W, beta_star, l1, l2, s) -> float:
+    n = W.shape[0]
+    X = batch["support"][:n].to(W.dtype)
+    Y = F.one_hot(batch["labels"][:n], N_WAY).to(W.dtype)
+    p = primal_objective(X, Y, W, l1[:n].to(W.dtype), l2, s)
+    d = dual_objective(X, Y, beta_star[:n].to(W.dtype), l1[:n].to(W.dtype), l2, s)
     return float(((p - d) / p.abs().clamp_min(1.0)).max())
 
 
 def ratio(slow: float, fast: float) -> str:
-    return f"{slow / fast:.0f}x" if slow / fast >= 10 else f"{slow / fast:.1f}x"
+    r = slow / fast
+    return f"{r:.0f}x" if r >= 10 else f"{r:.2g}x"
 
 
-def bench_config(args, dim, shot, regime, devices, rows: List[Row]):
-    query, support, labels, query_labels = make_batch(args.seed, args.tasks, shot, dim, args.features)
-    l1 = 0.0 if regime[0] == "0" else active_lambda1(support, labels)
-    l2 = float(regime[1])
-    name = f"l1={'0' if l1 == 0 else f'{l1:.3g}'},l2={l2:g}"
-    base = dict(dim=dim, shot=shot, regime=name)
-
-    ours_cpu = None
+# --------------------------------------------------------------------------------- grid
+def bench_config(args, batch, feat, shot, l1_kind, l2, s, devices, out: List[str]) -> None:
+    x = batch["support"]
+    Y = F.one_hot(batch["labels"], N_WAY).to(x.dtype)
+    if l1_kind == "0":
+        l1 = torch.zeros(x.shape[0], dtype=x.dtype)
+    elif l1_kind == "active":
+        l1 = 0.2 * all_off_bound(x, Y)
+    else:
+        l1 = 0.9 * lambda1_max(x, Y, l2, s)
+    ipm = GroupLassoSVMDual(tol=args.tol, max_iter=args.max_iter, smoothing=s)
+    fista = GroupLassoSVMDual(tol=args.tol, max_iter=args.fista_max_iter, smoothing=s, method="fista")
+    tag = f"{feat:<8} {x.shape[-1]:>6} {shot:>4} {l1_kind:<6} {l2:>6g} {s:>3g}"
     for dev in devices:
-        ms, out = run_ours(query, support, labels, query_labels, l1, l2, args.tol, dev, args.repeats)
-        info = out.info
-        row = Row(**base, method="ours", device=dev.type, tasks=args.tasks, ms=ms,
-                  iters=int(info.iterations.max()), gap=float(info.gap.max()))
-        rows.append(row)
-        if dev.type == "cpu":
-            ours_cpu = row
-
-    # a tight float64 dual solution: the certificate for the gaps of cvx and qpth
-    Y64 = F.one_hot(labels, N_WAY).double()
-    beta_star, _ = GroupLassoSVMDual(tol=1e-9, max_iter=100_000).run(support.double(), Y64, l1, l2)
-
-    if not args.no_pg:
-        ms, info = run_pg(query, support, labels, query_labels, l1, l2, args.tol, args.pg_max_iter, args.repeats)
-        reached = bool(info.converged.all())
-        rows.append(Row(**base, method="pg" + ("" if reached else " (cap)"), device="cpu", tasks=args.tasks,
-                        ms=ms, iters=int(info.iterations.max()), gap=float(info.gap.max())))
-        if ours_cpu is not None:
-            ours_cpu.vs_pg = ("" if reached else ">") + ratio(ms, ours_cpu.ms)
-
-    if dim in args.cvx_dims and shot in args.cvx_shots and args.cvx_tasks > 0:
-        n = args.cvx_tasks
-        sub = (query[:n], support[:n], labels[:n], query_labels[:n])
-        ms_cvx, W_cvx = run_cvx(*sub, l1, l2)
-        ms_o, out_o = run_ours(*sub, l1, l2, args.tol, torch.device("cpu"), args.repeats)
-        rows.append(Row(**base, method="cvx", device="cpu", tasks=n, ms=ms_cvx,
-                        gap=certificate_gap(support[:n], labels[:n], W_cvx, beta_star[:n], l1, l2)))
-        rows.append(Row(**base, method="ours", device="cpu", tasks=n, ms=ms_o,
-                        iters=int(out_o.info.iterations.max()), gap=float(out_o.info.gap.max()),
-                        vs_cvx=ratio(ms_cvx, ms_o)))
-
-    if l1 == 0 and args.qpth and shot * N_WAY <= dim:
-        ms, W_qp = run_qpth(query, support, labels, query_labels, l2, args.repeats)
-        rows.append(Row(**base, method="qpth", device="cpu", tasks=args.tasks, ms=ms,
-                        gap=certificate_gap(support, labels, W_qp, beta_star, l1, l2)))
-        if ours_cpu is not None:
-            ours_cpu.vs_pg = (ours_cpu.vs_pg or "") + f" qpth:{ratio(ms, ours_cpu.ms)}"
-
-
-def print_table(rows: List[Row]) -> None:
-    head = f"{'D':>6} {'shot':>4} {'regime':<18} {'method':<10} {'dev':<4} {'B':>2} {'time ms':>10} " \
-           f"{'iters':>6} {'gap':>8}  {'vs cvx':>7}  vs pg / qpth"
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        iters = "-" if r.iters is None else str(r.iters)
-        gap = "-" if r.gap is None else f"{r.gap:.1e}"
-        print(f"{r.dim:>6} {r.shot:>4} {r.regime:<18} {r.method:<10} {r.device:<4} {r.tasks:>2} "
-              f"{r.ms:>10.1f} {iters:>6} {gap:>8}  {r.vs_cvx or '':>7}  {r.vs_pg or ''}")
-    sys.stdout.flush()
+        ms, info = run_ours(batch, l1, l2, s, ipm, dev, args.repeats)
+        cols = [f"ipm/{dev}", f"{ms:9.1f}", f"{int(info.iterations.max()):>5}", f"{float(info.gap.max()):8.1e}",
+                f"{int((~info.converged).sum()):>3}"]
+        if dev == "cpu":
+            ipm_ms = ms
+            if batch["encoder_ms"] is not None:
+                cols.append(f"head/encoder {ms / batch['encoder_ms']:.3f}")
+        out.append(f"{tag} " + " ".join(cols))
+    if not args.no_fista:
+        ms, info = run_ours(batch, l1, l2, s, fista, "cpu", 1)
+        unconv = int((~info.converged).sum())
+        out.append(f"{tag} fista/cpu {ms:9.1f} {int(info.iterations.max()):>5} {float(info.gap.max()):8.1e} "
+                   f"{unconv:>3} ipm {('>' if unconv else '') + ratio(ms, ipm_ms)} faster")
+    beta_star = None
+    if (x.shape[-1] <= args.cvx_max_dim and not args.no_cvx) or (l1_kind == "0" and args.qpth):
+        beta_star, _ = GroupLassoSVMDual(tol=1e-9, smoothing=s).run(x.double(), Y.double(), l1.double(), l2)
+    if x.shape[-1] <= args.cvx_max_dim and not args.no_cvx and s == 0:
+        ms_cvx, W_cvx = run_cvx(batch, l1, l2, s)
+        ms_one, info = run_ours(batch, l1, l2, s, ipm, "cpu", args.repeats, tasks=1)
+        out.append(f"{tag} cvx/cpu  {ms_cvx:9.1f}     - {certificate_gap(batch, W_cvx, beta_star, l1, l2, s):8.1e}"
+                   f"   - (1 task; ipm {ms_one:.1f} ms: {ratio(ms_cvx, ms_one)} faster)")
+    if l1_kind == "0" and args.qpth and x.shape[1] <= x.shape[2]:
+        ms, W_qp = run_qpth(batch, l2, s, 1)
+        out.append(f"{tag} qpth/cpu {ms:9.1f}     - {certificate_gap(batch, W_qp, beta_star, l1, l2, s):8.1e}"
+                   f"   - ipm {ratio(ms, ipm_ms)} faster")
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="D=640, 15-shot, two regimes (< 1 min CPU)")
+    p.add_argument("--quick", action="store_true",
+                   help="D=640 15-shot, relu and gaussian, lambda2 in {1, 10}, smoothing 0, 8 tasks")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where 'ours' runs: auto = CPU, plus CUDA when available")
+                   help="where ipm runs: auto = CPU, plus CUDA when available")
+    p.add_argument("--features", nargs="+", default=["gaussian", "relu", "backbone"],
+                   choices=["gaussian", "relu", "backbone"])
     p.add_argument("--tasks", type=int, default=8)
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 15])
-    p.add_argument("--dims", type=int, nargs="+", default=[640, 16000])
-    p.add_argument("--regimes", nargs="+", default=["0:1", "0:10", "a:1", "a:10"],
-                   help="lambda1:lambda2 pairs, lambda1 '0' or 'a' (active: part of the features off)")
+    p.add_argument("--dim", type=int, default=640, help="D of the gaussian / relu features")
+    p.add_argument("--lambda1", nargs="+", default=["0", "active", "near"], choices=["0", "active", "near"])
+    p.add_argument("--lambda2", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0])
+    p.add_argument("--smoothing", type=float, nargs="+", default=[0.0, 1.0])
     p.add_argument("--tol", type=float, default=1e-4, help="relative duality gap target")
+    p.add_argument("--max-iter", type=int, default=100)
+    p.add_argument("--fista-max-iter", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--features", default="gaussian", choices=["gaussian", "relu"])
-    p.add_argument("--cvx-tasks", type=int, default=1)
-    p.add_argument("--cvx-dims", type=int, nargs="+", default=[640])
-    p.add_argument("--cvx-shots", type=int, nargs="+", default=[1, 5, 15])
-    p.add_argument("--pg-max-iter", type=int, default=20_000)
-    p.add_argument("--no-pg", action="store_true")
+    p.add_argument("--cvx-max-dim", type=int, default=640)
+    p.add_argument("--no-cvx", action="store_true")
+    p.add_argument("--no-fista", action="store_true")
+    p.add_argument("--float64", action="store_true", help="features in float64 (default float32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (0: torch's default). Use 1 on a loaded machine: "
-                        "oversubscribed OpenMP threads can slow small kernels 50x")
+                   help="torch CPU threads (0: torch's default); 1 on a loaded machine")
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.quick:
-        args.dims, args.shots, args.regimes = [640], [15], ["0:10", "a:10"]
-        args.repeats, args.cvx_shots, args.pg_max_iter = 1, [15], 2_000
-    args.regimes = [tuple(r.split(":")) for r in args.regimes]
-
-    devices = []
-    if args.device in ("auto", "cpu"):
-        devices.append(torch.device("cpu"))
+        args.features, args.shots, args.lambda2, args.smoothing = ["relu", "gaussian"], [15], [1.0, 10.0], [0.0]
+        args.repeats = 1
+    devices = ["cpu"]
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             p.error("--device cuda: no CUDA device")
-        devices.append(torch.device("cuda"))
+        devices.append("cuda")
     try:
         import qpth  # noqa: F401
 
         args.qpth = True
     except ImportError:
         args.qpth = False
-        print("qpth not installed: skipping the qpth rows (pip install qpth to add them)")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{', '.join(d.type for d in devices)}; {args.tasks} tasks, {N_WAY}-way, {N_QUERY} queries/class, "
-          f"{args.features} features, tol {args.tol:g}, median of {args.repeats}")
-
-    rows: List[Row] = []
-    for dim in args.dims:
-        for shot in args.shots:
-            for regime in args.regimes:
-                bench_config(args, dim, shot, regime, devices, rows)
-    print_table(rows)
+        print("qpth not installed: no qpth rows (pip install qpth to add them)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {'+'.join(devices)}; "
+          f"{args.tasks} tasks, {N_WAY}-way, {N_QUERY} queries/class, tol {args.tol:g}, median of {args.repeats}")
+    print(f"{'features':<8} {'D':>6} {'shot':>4} {'l1':<6} {'l2':>6} {'s':>3} method   {'ms fw+bw':>9} "
+          f"{'iters':>5} {'max gap':>8} {'unc':>3}  vs ipm")
+    dtype = torch.float64 if args.float64 else torch.float32
+    for feat, shot in itertools.product(args.features, args.shots):
+        batch = make_batch(args.seed, args.tasks, shot, args.dim, feat, devices[-1])
+        batch["support"], batch["query"] = batch["support"].to(dtype), batch["query"].to(dtype)
+        if batch["encoder_ms"] is not None:
+            print(f"# ResNet-12 forward of these {args.tasks} episodes ({shot}-shot): {batch['encoder_ms']:.0f} ms")
+        for l1_kind, l2, s in itertools.product(args.lambda1, args.lambda2, args.smoothing):
+            lines: List[str] = []
+            bench_config(args, batch, feat, shot, l1_kind, l2, s, devices, lines)
+            print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     task_param,
 )
 from fewshot_sparse.solvers.group_lasso_fista import fista_step
-from fewshot_sparse.solvers.group_lasso_newton import dual_hessian, free_entries, kkt_solve
+from fewshot_sparse.solvers.group_lasso_newton import adjoint_solve
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 from fewshot_sparse.solvers.info import SolverInfo
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
@@ -63,8 +63,7 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
             (g_beta,) = torch.autograd.grad(direct, bd, retain_graph=True)
             with torch.no_grad():
                 l1c, l2c = l1.detach(), l2.detach()
-                H = dual_hessian(X, Y, beta, l1c, l2c, s)
-                u = kkt_solve(H, g_beta, free_entries(X, Y, beta, l1c, l2c, s))
+                u = adjoint_solve(X, Y, beta, l1c, l2c, s, g_beta)
             obj = direct - (dual_gradient(Xd, Y, bd, l1, l2, s) * u).sum()
             inputs = [z for z, nd in zip((Xd, l1d, l2d), need) if nd]
             grads = list(torch.autograd.grad(obj, inputs, allow_unused=True))

@@ -192,3 +192,13 @@ def kkt_residual(X, Y, beta, l1, l2, smoothing, K=None) -> Tensor:
     step = 1.0 / lipschitz_constant(X, l2, smoothing)
     z = project_rows_to_simplex(beta - step * dual_gradient(X, Y, beta, l1, l2, smoothing, K))
     return torch.linalg.vector_norm((beta - z).flatten(1), dim=-1)
+
+
+def safe_groups(V: Tensor, col_norms: Tensor, l1: Tensor, l2: Tensor, smoothing: float, gap: Tensor) -> Tensor:
+    """The groups that may be non-zero at the solution, [B, D] bool (gap-safe screening,
+    docs/math.md, 6; needs smoothing s > 0). f is (s / lambda2)-strongly convex, so a
+    feasible beta with absolute gap G has ||beta - beta*|| <= rho = sqrt(2 lambda2 G / s), and
+    ||V_j(beta*)|| <= ||V_j(beta)|| + ||x^j|| rho; below lambda1 the group is certifiably zero.
+    V = X^T (Y - beta) [B, D, W], col_norms = ||x^j|| [B, D], gap [B] absolute (P - D)."""
+    rho = torch.sqrt(2.0 * l2[:, 0] * gap.clamp_min(0.0)[:, None] / smoothing)  # [B, 1]
+    return torch.linalg.vector_norm(V, dim=-1).to(rho.dtype) + col_norms * rho >= l1[:, 0]

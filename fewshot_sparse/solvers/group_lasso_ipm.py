@@ -34,6 +34,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     check_lambdas,
     correlations,
     duality_gap,
+    safe_groups,
     gap_from_scores,
     gradient_from_scores,
     scores,
@@ -48,6 +49,7 @@ from fewshot_sparse.solvers.prox import project_rows_to_simplex
 WORK = torch.float64
 _STEP_TO_BOUNDARY = 0.995
 _RESIDUAL_FLOOR = 1e-3
+_COMPACT_BELOW = 0.75  # drop screened columns once they are a quarter of those left
 
 
 @dataclass
@@ -98,13 +100,17 @@ class InteriorPointSolver:
             K = torch.bmm(Xw, Xw.transpose(1, 2))
             A = K / l2 + (s / l2) * torch.eye(S, dtype=WORK, device=X.device)  # H in class blocks
 
+        # gap-safe screening (s > 0, lambda1 > 0): certified-zero groups leave the features
+        Xa, screen = X, s > 0 and K is None and bool((l1 > 0).any())
+        col_norms = torch.linalg.vector_norm(X, dim=1).to(WORK) if screen else None
+
         def evaluate(beta):
             """grad f, (primal, dual, gap) and V at beta: one pass over the features."""
             if K is not None:
-                V, (Z, sq, l21) = None, scores(X, Yw, beta, l1, l2, K, norms=True)
+                V, (Z, sq, l21) = None, scores(Xa, Yw, beta, l1, l2, K, norms=True)
             else:
-                V = correlations(X, Yw - beta)
-                Z, sq, l21 = scores_from_correlations(X, V, l1, l2, WORK)
+                V = correlations(Xa, Yw - beta)
+                Z, sq, l21 = scores_from_correlations(Xa, V, l1, l2, WORK)
             return gradient_from_scores(Yw, beta, l2, s, Z), gap_from_scores(Yw, beta, l1, l2, s, Z, sq, l21), V
 
         beta = torch.full_like(Yw, 1.0 / W)
@@ -132,15 +138,19 @@ class InteriorPointSolver:
                 iters = torch.where(better, k, iters)
                 want = ~done & (out[2] > self.tol) & (gap < self.polish_below)
                 if k > 0 and bool(want.any()):
-                    out_beta, out, polished = self._polish(X, Yw, beta, z, l1, l2, K, want, out_beta, out)
+                    out_beta, out, polished = self._polish(Xa, Yw, beta, z, l1, l2, K, want, out_beta, out)
                     iters = torch.where(polished, k + 1, iters)
                 done = done | (out[2] <= self.tol)
                 if bool(done.all()) or k == self.max_iter:  # the only host sync
                     break
+                if screen:
+                    keep = safe_groups(V, col_norms, l1, l2, s, p - d)
+                    if int(keep.sum(-1).max()) <= _COMPACT_BELOW * keep.shape[-1]:
+                        Xa, V, col_norms = _compact(keep, Xa, V, col_norms)
             if K is not None:
                 system = KroneckerSystem(A, z / beta, ridge)
             else:
-                system = DenseSystem(dual_hessian(X, Yw, beta, l1, l2, s, V=V), z / beta, ridge)
+                system = DenseSystem(dual_hessian(Xa, Yw, beta, l1, l2, s, V=V), z / beta, ridge)
             step = _newton_direction(system, beta, z, g + nu - z)
             ridge = torch.where(system.ok, ridge, ridge * 1e4)
             alpha = torch.where(done[:, None, None], torch.zeros_like(ridge), step.alpha)
@@ -207,6 +217,18 @@ def _max_step(beta: Tensor, db: Tensor, z: Tensor, dz: Tensor, fraction: float) 
     rb = torch.where(db < 0, -beta / db, inf).amin((1, 2), keepdim=True)
     rz = torch.where(dz < 0, -z / dz, inf).amin((1, 2), keepdim=True)
     return (fraction * torch.minimum(rb, rz)).clamp(max=1.0)
+
+
+def _compact(keep: Tensor, X: Tensor, V: Tensor, col_norms: Tensor):
+    """Keep the columns ``keep`` [B, D] of X [B, S, D] (rows of V [B, D, W], entries of
+    col_norms [B, D]); tasks with fewer kept columns are padded with zero columns, which
+    are never active."""
+    m = int(keep.sum(-1).max())
+    order = torch.argsort(keep.to(torch.int8), dim=-1, descending=True, stable=True)[:, :m]
+    kept = torch.gather(keep, 1, order)
+    Xc = torch.gather(X, 2, order[:, None, :].expand(-1, X.shape[1], -1)) * kept[:, None, :]
+    Vc = torch.gather(V, 1, order[..., None].expand(-1, -1, V.shape[-1])) * kept[..., None]
+    return Xc, Vc, torch.gather(col_norms, 1, order) * kept
 
 
 def _keep(mask: Tensor, beta: Tensor, out_beta: Tensor, vals, out):

@@ -5,9 +5,10 @@ References are CVXPY/Clarabel solves of the primal (float64) and the exact lambd
 import pytest
 import torch
 
-from cvx_glsvm import lambda1_max
+from cvx_glsvm import lambda1_max, solve_primal
 from fewshot_sparse.encoders import build_encoder
-from fewshot_sparse.solvers.group_lasso_dual import dual_weights
+from fewshot_sparse.solvers.group_lasso_dual import correlations, dual_weights, safe_groups
+from fewshot_sparse.solvers.group_lasso_newton import kkt_solve, kkt_solve_kronecker
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 from solver_checks import check_against_cvxpy, lambda1_all_off, make_task
 
@@ -132,3 +133,34 @@ def test_cuda_matches_cpu(l1):
     assert i_gpu.converged.all() and b_gpu.device.type == "cuda"
     torch.testing.assert_close(dual_weights(X, Y, b_cpu, l1t, 1.0),
                                dual_weights(X.cuda(), Y.cuda(), b_gpu, l1t.cuda(), 1.0).cpu(), atol=1e-3, rtol=1e-3)
+
+
+def test_class_block_adjoint_solve_matches_the_dense_projected_form():
+    """kkt_solve_kronecker (W blocks of S x S) against kkt_solve on the assembled
+    (S W) x (S W) matrix, on a face with several free entries per row."""
+    X, Y = relu_task(13, 12, 30, 4, batch=2)
+    g = torch.Generator().manual_seed(13)
+    free = (torch.rand(2, 12, 4, generator=g) < 0.5) | Y.bool()
+    rhs = torch.randn(2, 12, 4, generator=g)
+    l2 = torch.tensor([0.5, 2.0]).reshape(2, 1, 1)
+    A = X @ X.transpose(1, 2) / l2 + (1.0 / l2) * torch.eye(12)
+    H = torch.kron(A[0], torch.eye(4)), torch.kron(A[1], torch.eye(4))
+    dense = kkt_solve(torch.stack(H), rhs, free)
+    torch.testing.assert_close(kkt_solve_kronecker(A, rhs, free), dense, atol=1e-9, rtol=1e-7)
+
+
+@pytest.mark.reference
+def test_gap_safe_screening_only_discards_groups_that_are_zero_at_the_optimum():
+    """With smoothing s > 0 the screened groups of a loose iterate are zero in the CVXPY
+    solution; the screened solve returns the unscreened answer."""
+    X, Y = relu_task(14, 15, 60, 5, batch=1)
+    l1, l2, s = 0.4 * float(lambda1_all_off(X, Y)), 1.0, 1.0
+    beta, info = GroupLassoSVMDual(tol=1e-2, smoothing=s).run(X, Y, l1, l2)
+    l1t, l2t = torch.full((1, 1, 1), l1), torch.full((1, 1, 1), l2)
+    V = correlations(X, Y - beta)
+    keep = safe_groups(V, X.norm(dim=1), l1t, l2t, s, info.primal - info.dual)
+    W_star, _ = solve_primal(X[0].numpy(), Y[0].numpy(), l1, l2, s)
+    screened = ~keep[0]
+    assert int(screened.sum()) >= 10
+    assert torch.from_numpy(W_star)[screened].norm(dim=-1).max() < 1e-6
+    check_against_cvxpy(X, Y, l1, l2, s, methods=("ipm",))
