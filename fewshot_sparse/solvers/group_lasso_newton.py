@@ -34,13 +34,9 @@ def dual_hessian(
     B, S, D = X.shape
     W = Y.shape[-1]
     out = beta.dtype
-    eye_w = torch.eye(W, dtype=out, device=X.device)
     l2 = l2.to(out)
     if gram is not None:
-        H = (gram.to(out)[:, :, None, :, None] * eye_w[None, None, :, None, :]).reshape(B, S * W, S * W) / l2
-        if smoothing > 0:
-            H = H + (smoothing / l2) * torch.eye(S * W, dtype=out, device=X.device)
-        return H
+        return _assemble(gram.to(out) / l2, None, l2, smoothing, W)
     V = correlations(X, Y - beta) if V is None else V  # [B, D, W]
     n = torch.linalg.vector_norm(V, dim=-1)  # [B, D]
     lam = l1[:, :, 0].to(X.dtype)  # [B, 1]
@@ -48,22 +44,30 @@ def dual_hessian(
     n_safe = torch.where(n > 0, n, torch.ones_like(n))
     b = torch.where(active, lam / n_safe, torch.zeros_like(n))
     a = torch.where(active, 1.0 - b, torch.zeros_like(n))
-    K = torch.bmm(X * a[:, None, :], X.transpose(1, 2)).to(out)  # [B, S, S]
-    H = (K[:, :, None, :, None] * eye_w[None, None, :, None, :]).reshape(B, S * W, S * W)
+    Ka = torch.bmm(X * a[:, None, :], X.transpose(1, 2)).to(out) / l2  # [B, S, S]
     rank_one = active & (b > 0)
-    m = int(rank_one.sum(-1).max()) if rank_one.numel() else 0
+    m = int(rank_one.sum(-1).max()) if rank_one.numel() else 0  # the padding size: one sync
+    ZZt = None
     if m > 0:
         order = torch.argsort(rank_one.to(torch.int8), dim=-1, descending=True, stable=True)[:, :m]
         sb = torch.sqrt(torch.gather(b, 1, order))  # zero on padding
         Vh = torch.gather(V, 1, order[..., None].expand(B, m, W)) / torch.gather(n_safe, 1, order)[..., None]
         Xg = torch.gather(X, 2, order[:, None, :].expand(B, S, m))  # [B, S, m]
         # Z[b, i, c, j] = X_ij sqrt(b_j) vhat_jc, so Z Z^T = sum_j b_j (x_j x_j^T) kron (vhat_j vhat_j^T)
-        Z = Xg[:, :, None, :] * (sb[:, :, None] * Vh).transpose(1, 2)[:, None, :, :]
-        Z = Z.reshape(B, S * W, m)
-        H = H + torch.bmm(Z, Z.transpose(1, 2)).to(out)
-    H = H / l2
+        Z = (Xg[:, :, None, :] * (sb[:, :, None] * Vh).transpose(1, 2)[:, None, :, :]).reshape(B, S * W, m)
+        ZZt = torch.bmm(Z, Z.transpose(1, 2)).to(out) / l2
+    return _assemble(Ka, ZZt, l2, smoothing, W)
+
+
+def _assemble(Ka: Tensor, rank_part: Optional[Tensor], l2: Tensor, smoothing: float, W: int) -> Tensor:
+    """H = Ka kron I_W + rank_part + (s / lambda2) I, written in place: Ka [B, S, S] goes on
+    the class diagonal of each (i, k) block (H[i, c, k, c] = Ka[i, k])."""
+    B, S, _ = Ka.shape
+    n = S * W
+    H = torch.zeros(B, n, n, dtype=Ka.dtype, device=Ka.device) if rank_part is None else rank_part
+    H.view(B, S, W, S, W).diagonal(dim1=2, dim2=4).add_(Ka[..., None])
     if smoothing > 0:
-        H = H + (smoothing / l2) * torch.eye(S * W, dtype=out, device=X.device)
+        H.diagonal(dim1=1, dim2=2).add_((smoothing / l2)[:, :, 0])
     return H
 
 

@@ -57,22 +57,28 @@ class KroneckerSystem:
 
 
 class DenseSystem:
-    """H [B, S W, S W] (index i * W + c), d [B, S, W], ridge [B, 1, 1]."""
+    """H [B, S W, S W] (index i * W + c; overwritten), d [B, S, W], ridge [B, 1, 1]. With
+    M = L L^T and C = L^-1 E^T, the Schur complement is C^T C and a solve needs two
+    triangular solves with one right-hand side."""
 
     def __init__(self, H: Tensor, d: Tensor, ridge: Tensor):
         B, S, W = d.shape
         n = S * W
         self.shape = (B, S, W)
-        L, info = torch.linalg.cholesky_ex(_ridged(H + torch.diag_embed(d.reshape(B, n)), ridge))
+        diag = H.diagonal(dim1=1, dim2=2)
+        diag.add_(d.reshape(B, n))
+        diag.add_(ridge[:, :, 0] * diag.amax(-1, keepdim=True))
+        L, info = torch.linalg.cholesky_ex(H)
         E_t = torch.eye(S, dtype=H.dtype, device=H.device).repeat_interleave(W, 0).expand(B, n, S)
         self.L = L
-        self.Minv_Et = torch.cholesky_solve(E_t, L)  # [B, n, S]
-        Ls, info_s = torch.linalg.cholesky_ex(self.Minv_Et.reshape(B, S, W, S).sum(2))
+        self.C = torch.linalg.solve_triangular(L, E_t, upper=False)  # [B, n, S]
+        Ls, info_s = torch.linalg.cholesky_ex(self.C.transpose(1, 2) @ self.C)
         self.Ls = Ls
         self.ok = ((info == 0) & (info_s == 0)).reshape(B, 1, 1)
 
     def solve(self, r: Tensor) -> Tuple[Tensor, Tensor]:
         B, S, W = self.shape
-        Minv_r = torch.cholesky_solve(r.reshape(B, S * W, 1), self.L)
-        d_nu = torch.cholesky_solve(Minv_r.reshape(B, S, W).sum(-1, keepdim=True), self.Ls)
-        return (Minv_r - torch.bmm(self.Minv_Et, d_nu)).reshape(B, S, W), d_nu
+        y = torch.linalg.solve_triangular(self.L, r.reshape(B, S * W, 1), upper=False)
+        d_nu = torch.cholesky_solve(self.C.transpose(1, 2) @ y, self.Ls)
+        d_beta = torch.linalg.solve_triangular(self.L.transpose(1, 2), y - self.C @ d_nu, upper=True)
+        return d_beta.reshape(B, S, W), d_nu
