@@ -1,7 +1,8 @@
 """fewshot-sparse: few-shot meta-learning with sparse linear base learners.
 
-Data flows one way: cli -> engine -> model -> {encoders, heads} -> solvers -> implicit;
-``data`` and ``analysis`` sit beside the chain.
+Imports go down one stack: cli -> api -> apps -> engine -> model -> heads, encoders ->
+implicit -> solvers -> config -> errors, with data and analysis beside it (README, "Layout";
+tests/test_layering.py checks it).
 """
 
 __version__ = "0.1.0"

@@ -28,8 +28,8 @@ from typing import Any, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from fewshot_sparse.engine.device import resolve_device
 from fewshot_sparse.data.input_shape import input_transform, shape_text
+from fewshot_sparse.engine.device import resolve_device
 from fewshot_sparse.engine.loading import (HeadSpec, load_model, make_normalizer,
                                            model_input_shape, replace_head, run_dir_of)
 from fewshot_sparse.engine.protocol import (DEFAULT_SEED, EpisodeProtocol, fixed_episodes, open_split,

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from fewshot_sparse.analysis import FeatureUsageStats, compute_feature_usage, save_feature_usage, summary_text
+from fewshot_sparse.analysis import (
+    FeatureUsageStats, compute_feature_usage, save_feature_usage, summary_text)
 from fewshot_sparse.apps.evaluate import default_episodes_dir, open_for_eval, run_protocol
 from fewshot_sparse.engine.protocol import DEFAULT_SEED, EpisodeProtocol
 from fewshot_sparse.files import atomic_write_text, check_writable, refuse_other_settings

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from fewshot_sparse.engine.device import resolve_device
 
@@ -61,8 +62,6 @@ def my_batches(n_batches: int, info: DistInfo) -> range:
 def wrap(model: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
     if not info.enabled:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 

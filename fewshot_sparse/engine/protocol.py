@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from fewshot_sparse.data import FixedEpisodes, PreparedSplit, episode_loader, make_fixed_episodes, read_manifest
+from fewshot_sparse.data import (
+    FixedEpisodes, PreparedSplit, episode_loader, make_fixed_episodes, read_manifest)
 from fewshot_sparse.errors import ConfigError, DataError
 
 DEFAULT_SEED = 2024  # test episodes are drawn from this seed unless told otherwise

@@ -14,6 +14,7 @@ import contextlib
 from pathlib import Path
 from typing import Optional
 
+from fewshot_sparse.analysis import compute_feature_usage, feature_usage_figures
 from fewshot_sparse.files import os_error
 
 
@@ -26,6 +27,7 @@ class TBLogger:
     def __init__(self, log_dir: Optional[Path], purge_step: Optional[int] = None):
         self.writer, self.log_dir = None, log_dir
         if log_dir is not None:
+            # Lazy: tensorboard takes about a second to import; only a writing rank pays.
             from torch.utils.tensorboard import SummaryWriter
 
             with self._os_errors():
@@ -66,13 +68,8 @@ class TBLogger:
 
 def log_feature_usage(logger: TBLogger, results, step: int, meta: Optional[dict] = None) -> bool:
     """Feature-usage figures of validation episodes (``fewshot_sparse.analysis``) as
-    TensorBoard images. Returns False (and logs nothing) when the analysis package or
-    matplotlib is unavailable."""
+    TensorBoard images. Returns False (and logs nothing) when the logger drops everything."""
     if logger.writer is None:
-        return False
-    try:
-        from fewshot_sparse.analysis import compute_feature_usage, feature_usage_figures
-    except ImportError:
         return False
     stats = compute_feature_usage(results.active, results.group_norms, results.class_ids,
                                   meta=meta)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from fewshot_sparse.config import Config
 from fewshot_sparse.data import EpisodeAugment, EpisodeSampler, Normalize, open_prepared, prepare
@@ -158,8 +159,6 @@ class _Trainer:
                                      pin_memory=self.device.type == "cuda")
         bar = None
         if self.progress and info.is_main:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=len(mine), desc=f"epoch {epoch + 1}/{t.epochs}", leave=True,
                        dynamic_ncols=True)
         window: dict[str, list] = {}

@@ -320,7 +320,7 @@ def test_not_a_cache(tmp_path):
 ])
 def test_streams_in_chunks(tmp_path, monkeypatch, writer, dataset, names):
     """Splits larger than one chunk are streamed piecewise into the memory map."""
-    import fewshot_sparse.data.readers as readers
+    import fewshot_sparse.data.readers.common as readers
 
     monkeypatch.setattr(readers, "CHUNK", 4)
     root = writer(tmp_path / "src")
