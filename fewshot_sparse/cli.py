@@ -14,12 +14,12 @@ dataset, ...) print ``fewshot-sparse: error: <one line>`` and exit with status 2
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Optional, Sequence
 
 from fewshot_sparse import __version__
+from fewshot_sparse.config import parse_value, split_assignment
 from fewshot_sparse.errors import FewshotSparseError
 
 PROG = "fewshot-sparse"
@@ -53,13 +53,8 @@ def parse_assignments(items: Optional[Sequence[str]], what: str = "--head-set") 
     """``["k=v", ...]`` -> dict; values are JSON when they parse (0.1, true, [1,2])."""
     out = {}
     for item in items or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"{what} {item!r} is not of the form key=value")
-        try:
-            out[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key.strip()] = text
+        key, text = split_assignment(item, what, "key=value")
+        out[key] = parse_value(text)
     return out
 
 

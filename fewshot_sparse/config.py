@@ -165,9 +165,9 @@ def _as_object(v, key: str) -> dict:
     return v
 
 
-def _parse_value(text: str, tp=None):
-    """An override's value: the text itself for a str field, else JSON if it parses
-    (3, 0.1, true, [1,2], "x"), else the text."""
+def parse_value(text: str, tp=None):
+    """A ``key=value`` value: the text itself for a str field (``tp``), else JSON if it
+    parses (3, 0.1, true, [1,2], "x"), else the text."""
     if tp is str:
         return text
     try:
@@ -176,11 +176,18 @@ def _parse_value(text: str, tp=None):
         return text
 
 
-def _apply_override(data: dict, override: str) -> None:
-    key, sep, text = override.partition("=")
+def split_assignment(item: str, what: str = "override", form: str = "a.b=value") -> tuple[str, str]:
+    """The one ``key=value`` parser (config overrides, head options, ...): ``(key, value
+    text)``; a ConfigError naming ``what`` when ``item`` is not of that form."""
+    key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"override {override!r} is not of the form a.b=value")
+        raise ConfigError(f"{what} {item!r} is not of the form {form}")
+    return key, text
+
+
+def _apply_override(data: dict, override: str) -> None:
+    key, text = split_assignment(override)
     parts = key.split(".")
     node, cls = data, Config
     for i, part in enumerate(parts[:-1]):
@@ -201,7 +208,7 @@ def _apply_override(data: dict, override: str) -> None:
     leaf = None
     if cls is not None:
         leaf = typing.get_type_hints(cls).get(parts[-1])
-    node[parts[-1]] = _parse_value(text, leaf)
+    node[parts[-1]] = parse_value(text, leaf)
 
 
 def resolve_config_path(path_or_name) -> Path:

@@ -1,8 +1,12 @@
 """Errors that the CLI reports as one clear line (and a non-zero exit), never a traceback."""
 
 
-class FewshotSparseError(ValueError):
-    """Base class: bad input from the user (a file, field, shape or setting at fault)."""
+class FewshotSparseError(Exception):
+    """Base class: bad input from the user (a file, field, shape or setting at fault).
+
+    Not a ValueError: a caller that turns a library's ValueError into one of these (as
+    loading a head does) need not first let these through, and the CLI catches exactly
+    this class (plus missing files)."""
 
 
 class DataError(FewshotSparseError):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -29,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from fewshot_sparse.data.input_shape import input_transform, shape_text
+from fewshot_sparse.engine.convergence import warn_unconverged
 from fewshot_sparse.engine.device import resolve_device
 from fewshot_sparse.engine.loading import (HeadSpec, load_model, make_normalizer,
                                            model_input_shape, replace_head, run_dir_of)
@@ -38,7 +38,6 @@ from fewshot_sparse.engine.report import EvalReport, ShotResult
 from fewshot_sparse.engine.run_episodes import run_episodes
 from fewshot_sparse.errors import ConfigError
 from fewshot_sparse.files import check_writable, refuse_other_settings
-from fewshot_sparse.heads import ConvergenceWarning
 
 
 @dataclass
@@ -121,11 +120,11 @@ def run_protocol(ctx: EvalContext, protocol: EpisodeProtocol, shot: int, *, epis
     if progress:
         batches = tqdm(loader, total=len(loader), leave=False, unit="batch",
                        desc=desc or f"{protocol.way}-way {shot}-shot")
-    with warnings.catch_warnings():
-        # Unconverged tasks are counted in the report (solver.unconverged), not warned
-        # about batch by batch.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        res = run_episodes(ctx.model, batches, normalize=ctx.normalize)
+    res = run_episodes(ctx.model, batches, normalize=ctx.normalize)
+    solver = res.solver()
+    if solver:
+        warn_unconverged(desc or f"{protocol.way}-way {shot}-shot evaluation of {ctx.name}",
+                         solver["unconverged"], res.n_episodes, solver["max_gap"])
     return res, path
 
 

@@ -19,7 +19,7 @@ from .episodes import EpisodeBatch
 from .fixed_episodes import FixedEpisodes
 from .sampler import EpisodeIndices, EpisodeSampler
 
-__all__ = ["episode_loader", "EpisodeDataset", "collate_episodes"]
+__all__ = ["episode_loader", "EpisodeDataset", "NumberedBatches", "collate_episodes"]
 
 
 def collate_episodes(split, idx: EpisodeIndices) -> EpisodeBatch:
@@ -72,39 +72,48 @@ def _identity(batch):
     return batch
 
 
-class _FixedBatches:
-    def __init__(self, fixed: FixedEpisodes, tasks_per_batch: int, n_batches: int | None, start_batch: int):
-        self.fixed, self.tasks = fixed, tasks_per_batch
-        total = math.ceil(len(fixed) / tasks_per_batch)
-        self.n_batches = total if n_batches is None else min(n_batches, total)
-        self.start_batch = start_batch
+class NumberedBatches:
+    """The one batch sampler over numbered batches: ``make(b)`` for each batch number
+    ``b`` of ``numbers`` (a range for a plain run, this rank's share under DDP)."""
+
+    def __init__(self, make, numbers):
+        self.make, self.numbers = make, numbers
 
     def __len__(self) -> int:
-        return max(self.n_batches - self.start_batch, 0)
+        return len(self.numbers)
 
     def __iter__(self):
-        for b in range(self.start_batch, self.n_batches):
-            yield self.fixed.batch(b * self.tasks, (b + 1) * self.tasks)
+        return (self.make(b) for b in self.numbers)
 
 
 def episode_loader(split, *, n_way=5, n_shot=5, n_query=15, tasks_per_batch: int = 1, n_batches: int | None = 1,
                    seed: int = 0, start_batch: int = 0, num_workers: int = 0, pin_memory: bool = False,
-                   fixed: FixedEpisodes | None = None, **loader_kwargs) -> DataLoader:
+                   fixed: FixedEpisodes | None = None, sampler: EpisodeSampler | None = None,
+                   batch_numbers=None, **loader_kwargs) -> DataLoader:
     """DataLoader of EpisodeBatch over ``split`` (a PreparedSplit).
 
     With ``fixed``, batches are consecutive groups of ``tasks_per_batch`` saved episodes
     (``n_way``/``n_shot``/``n_query``/``seed`` are then taken from ``fixed``;
     ``n_batches=None`` means all of them). Otherwise batch ``b`` is
-    ``EpisodeSampler(...).batch(b)`` for ``b`` in ``start_batch .. n_batches-1``.
+    ``EpisodeSampler(...).batch(b)`` for ``b`` in ``start_batch .. n_batches-1``, or for
+    each ``b`` of ``batch_numbers`` when given (e.g. one rank's share of an epoch).
+    ``sampler``: an EpisodeSampler already built (its settings replace the arguments).
     """
     if fixed is not None:
         fixed.check(split)
-        batches = _FixedBatches(fixed, tasks_per_batch, n_batches, start_batch)
+        total = math.ceil(len(fixed) / tasks_per_batch)
+        stop = total if n_batches is None else min(n_batches, total)
+        batches = NumberedBatches(lambda b: fixed.batch(b * tasks_per_batch, (b + 1) * tasks_per_batch),
+                                  range(start_batch, max(stop, start_batch)))
     else:
-        if n_batches is None:
-            raise DataError("n_batches is required unless fixed episodes are given")
-        batches = EpisodeSampler(split, n_way=n_way, n_shot=n_shot, n_query=n_query,
-                                 tasks_per_batch=tasks_per_batch, n_batches=n_batches, seed=seed,
-                                 start_batch=start_batch)
+        if sampler is None:
+            if batch_numbers is not None:
+                n_batches = max(batch_numbers, default=-1) + 1
+            if n_batches is None:
+                raise DataError("n_batches is required unless fixed episodes are given")
+            sampler = EpisodeSampler(split, n_way=n_way, n_shot=n_shot, n_query=n_query,
+                                     tasks_per_batch=tasks_per_batch, n_batches=n_batches,
+                                     seed=seed, start_batch=start_batch)
+        batches = sampler if batch_numbers is None else NumberedBatches(sampler.batch, batch_numbers)
     return DataLoader(EpisodeDataset(split), batch_sampler=batches, collate_fn=_identity,
                       num_workers=num_workers, pin_memory=pin_memory, **loader_kwargs)

@@ -41,26 +41,26 @@ def setup(device: str = "auto") -> tuple[DistInfo, torch.device]:
     DDP on CUDA each process takes GPU ``LOCAL_RANK``.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    info = DistInfo(int(os.environ.get("RANK", "0")), world,
+    ranks = DistInfo(int(os.environ.get("RANK", "0")), world,
                     int(os.environ.get("LOCAL_RANK", "0")))
-    dev = resolve_device(device, info.local_rank if info.enabled else 0)
+    dev = resolve_device(device, ranks.local_rank if ranks.enabled else 0)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if info.enabled and not dist.is_initialized():
+    if ranks.enabled and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return info, dev
+    return ranks, dev
 
 
-def my_batches(n_batches: int, info: DistInfo) -> range:
+def my_batches(n_batches: int, ranks: DistInfo) -> range:
     """Indices (within an epoch of ``n_batches``) this rank trains on: r, r + world, ...
     Every rank gets the same count (the remainder n_batches % world is dropped), so all
     ranks take the same number of optimizer steps."""
-    per_rank = n_batches // info.world_size
-    return range(info.rank, per_rank * info.world_size, info.world_size)
+    per_rank = n_batches // ranks.world_size
+    return range(ranks.rank, per_rank * ranks.world_size, ranks.world_size)
 
 
-def wrap(model: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
-    if not info.enabled:
+def wrap(model: torch.nn.Module, ranks: DistInfo, device: torch.device) -> torch.nn.Module:
+    if not ranks.enabled:
         return model
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
@@ -69,21 +69,21 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
+def barrier(ranks: DistInfo) -> None:
+    if ranks.enabled:
         dist.barrier()
 
 
-def all_mean(values: dict, info: DistInfo, device: torch.device) -> dict:
+def all_mean(values: dict, ranks: DistInfo, device: torch.device) -> dict:
     """Average a dict of floats over ranks (for logging)."""
-    if not info.enabled or not values:
+    if not ranks.enabled or not values:
         return values
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return {k: float(v) / info.world_size for k, v in zip(keys, t.tolist())}
+    return {k: float(v) / ranks.world_size for k, v in zip(keys, t.tolist())}
 
 
-def cleanup(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+def cleanup(ranks: DistInfo) -> None:
+    if ranks.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -12,7 +12,7 @@ import torch
 from fewshot_sparse.config import config_from_dict
 from fewshot_sparse.data import Normalize, PreparedSplit
 from fewshot_sparse.engine.checkpoint import load_checkpoint, read_checkpoint
-from fewshot_sparse.errors import CheckpointError, ConfigError, DataError, FewshotSparseError
+from fewshot_sparse.errors import CheckpointError, ConfigError, DataError
 from fewshot_sparse.heads import HEADS, build_head
 from fewshot_sparse.model import build_model, check_model_config
 
@@ -112,9 +112,7 @@ def replace_head(model, cfg, head: HeadSpec, head_kwargs: Optional[dict] = None)
 def _build_head(name: str, kw: dict):
     try:
         return build_head(name, **kw)
-    except FewshotSparseError:
-        raise
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError) as e:  # the head's own checks of its values
         raise ConfigError(f"head {name!r}: {e}") from None
 
 

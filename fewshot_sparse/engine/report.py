@@ -50,19 +50,10 @@ class ShotResult:
         """From an ``EpisodeResults`` (engine/run_episodes.py) of this shot count."""
         mean, ci, std = mean_ci95(res.accuracy.numpy())
         active = res.active.float()
-        solver = None
-        if res.iterations is not None:
-            it = res.iterations.float()
-            solver = {
-                "mean_iterations": float(it.mean()),
-                "max_iterations": int(it.max()),
-                "max_gap": float(res.gap.max()),
-                "unconverged": int((~res.converged.bool()).sum()),
-            }
         return cls(shot=shot, episodes=res.n_episodes, accuracy=mean, ci95=ci, std=std,
                    loss=float(res.loss.mean()), active_fraction=float(active.mean()),
                    active_features=float(active.sum(1).mean()),
-                   n_features=int(res.active.shape[1]), solver=solver, seconds=seconds,
+                   n_features=int(res.active.shape[1]), solver=res.solver(), seconds=seconds,
                    episodes_file=episodes_file)
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from fewshot_sparse.data.episodes import EpisodeBatch
-from fewshot_sparse.engine.step import model_device
+from fewshot_sparse.engine.convergence import solver_stats
+from fewshot_sparse.engine.step import model_device, query_loss
 
 
 @dataclass
@@ -42,14 +42,19 @@ class EpisodeResults:
     def n_episodes(self) -> int:
         return int(self.accuracy.shape[0])
 
+    def solver(self) -> Optional[dict]:
+        """The solver's statistics over episodes (engine/convergence.py); None for
+        closed-form heads."""
+        return solver_stats(self.iterations, self.gap, self.converged)
+
     def summary(self) -> dict:
         """Means over episodes as floats (accuracy, loss, active_fraction, solver stats)."""
         out = {"accuracy": float(self.accuracy.mean()), "loss": float(self.loss.mean()),
                "active_fraction": float(self.active.float().mean())}
-        if self.iterations is not None:
-            out.update(solver_iterations=float(self.iterations.float().mean()),
-                       gap_max=float(self.gap.max()),
-                       unconverged=float((~self.converged).sum()))
+        s = self.solver()
+        if s is not None:
+            out.update(solver_iterations=s["mean_iterations"], gap_max=s["max_gap"],
+                       unconverged=float(s["unconverged"]))
         return out
 
 
@@ -70,12 +75,9 @@ def run_episodes(model: torch.nn.Module, batches: Iterable[EpisodeBatch], *,
             if normalize is not None:
                 batch = normalize(batch)
             out = model(batch, amp=True) if amp else model(batch)
-            logits = out.logits.float()
-            b, q, w = logits.shape
-            loss = F.cross_entropy(logits.reshape(b * q, w), batch.query_labels.reshape(-1),
-                                   reduction="none").reshape(b, q).mean(1)
-            parts["accuracy"].append((logits.argmax(-1) == batch.query_labels).float().mean(1))
-            parts["loss"].append(loss)
+            loss, correct = query_loss(out.logits, batch.query_labels)
+            parts["accuracy"].append(correct.float().mean(1))
+            parts["loss"].append(loss.mean(1))
             parts["active"].append(out.active.bool())
             parts["group_norms"].append(out.weights.float().norm(dim=-1))
             parts["class_ids"].append(batch.class_ids)

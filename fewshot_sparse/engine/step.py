@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from fewshot_sparse.data.episodes import EpisodeBatch
+from fewshot_sparse.engine.convergence import solver_stats
 from fewshot_sparse.heads.output import HeadOutput
 
 
@@ -24,28 +25,31 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 def head_stats(out: HeadOutput) -> dict:
-    """Sparsity and solver statistics of one head output, as plain floats."""
+    """Sparsity and solver statistics of one head output, as plain floats
+    (``solver_iterations``: mean, ``gap_max``, ``unconverged``: 0 for closed-form heads)."""
     stats = {"active_fraction": float(out.active.float().mean())}
     info = out.info
-    if info is None:
-        stats.update(solver_iterations=0.0, gap_max=0.0, unconverged=0.0)
-    else:
-        stats.update(
-            solver_iterations=float(info.iterations.float().mean()),
-            gap_max=float(info.gap.float().max()),
-            unconverged=float((~info.converged.bool()).sum()),
-        )
+    s = None if info is None else solver_stats(info.iterations, info.gap, info.converged)
+    stats.update(solver_iterations=s["mean_iterations"] if s else 0.0,
+                 gap_max=s["max_gap"] if s else 0.0,
+                 unconverged=float(s["unconverged"]) if s else 0.0)
     return stats
+
+
+def query_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
+    """Cross-entropy of each query [B, Q] and whether it is classified right [B, Q], from
+    logits [B, Q, W] (computed in float32) and labels [B, Q]."""
+    logits = logits.float()
+    b, q, w = logits.shape
+    loss = F.cross_entropy(logits.reshape(b * q, w), labels.reshape(-1),
+                           label_smoothing=label_smoothing, reduction="none").reshape(b, q)
+    return loss, logits.argmax(-1) == labels
 
 
 def episode_loss(out: HeadOutput, batch: EpisodeBatch, label_smoothing: float = 0.0):
     """Mean cross-entropy over all query points of all tasks, and per-query correctness."""
-    logits = out.logits.float()
-    labels = batch.query_labels
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                           label_smoothing=label_smoothing)
-    correct = logits.argmax(-1) == labels
-    return loss, correct
+    loss, correct = query_loss(out.logits, batch.query_labels, label_smoothing)
+    return loss.mean(), correct
 
 
 def split_batch(batch: EpisodeBatch, k: int) -> list[EpisodeBatch]:

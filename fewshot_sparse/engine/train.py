@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +27,17 @@ import torch
 from tqdm.auto import tqdm
 
 from fewshot_sparse.config import Config
-from fewshot_sparse.data import EpisodeAugment, EpisodeSampler, Normalize, open_prepared, prepare
-from fewshot_sparse.data.loader import EpisodeDataset
+from fewshot_sparse.data import (EpisodeAugment, EpisodeSampler, Normalize, episode_loader,
+                                 open_prepared, prepare)
 from fewshot_sparse.data.prepare import MANIFEST
 from fewshot_sparse.engine import distributed
 from fewshot_sparse.engine.checkpoint import load_checkpoint, save_checkpoint
+from fewshot_sparse.engine.convergence import warn_unconverged
 from fewshot_sparse.engine.protocol import EpisodeProtocol, fixed_episodes, protocol_batches
 from fewshot_sparse.engine.run_episodes import run_episodes
 from fewshot_sparse.engine.step import meta_train_step
 from fewshot_sparse.engine.tb_logging import TBLogger, log_feature_usage
 from fewshot_sparse.errors import CheckpointError, ConfigError, FewshotSparseError
-from fewshot_sparse.heads import ConvergenceWarning
 from fewshot_sparse.files import check_writable
 from fewshot_sparse.model import build_model, check_input_shape, check_model_config
 
@@ -78,20 +77,20 @@ def train(config: Config, *, resume: bool = False, progress: bool = True) -> Pat
     Under ``torchrun`` the processes train data-parallel (see engine/distributed.py).
     """
     check_model_config(config)  # bad head/encoder values: one line, before any data work
-    info, device = distributed.setup(config.train.device)
+    ranks, device = distributed.setup(config.train.device)
     try:
-        return _Trainer(config, info, device, progress).run(resume)
+        return _Trainer(config, ranks, device, progress).run(resume)
     finally:
-        distributed.cleanup(info)
+        distributed.cleanup(ranks)
 
 
 class _Trainer:
-    def __init__(self, config: Config, info, device, progress: bool):
-        self.config, self.info, self.device, self.progress = config, info, device, progress
+    def __init__(self, config: Config, ranks, device, progress: bool):
+        self.config, self.ranks, self.device, self.progress = config, ranks, device, progress
         self.run_dir = Path(config.out_dir)
 
     def run(self, resume: bool) -> Path:
-        cfg, info, t = self.config, self.info, self.config.train
+        cfg, ranks, t = self.config, self.ranks, self.config.train
         last = self.run_dir / LAST
         if resume and not last.is_file():
             raise CheckpointError(f"nothing to resume: no {last}")
@@ -99,9 +98,9 @@ class _Trainer:
             raise FewshotSparseError(
                 f"{self.run_dir} already holds a run ({last}); resume it or choose "
                 f"another out_dir")
-        if info.is_main:  # a read-only or unwritable run folder: said before the work
+        if ranks.is_main:  # a read-only or unwritable run folder: said before the work
             check_writable(self.run_dir)
-        data = TrainingData(cfg, info)
+        data = TrainingData(cfg, ranks)
         torch.manual_seed(t.seed)  # the initial weights (identical on every rank)
         model = build_model(cfg).to(self.device)
         if t.channels_last and self.device.type == "cuda":
@@ -115,26 +114,26 @@ class _Trainer:
             start_epoch, step = state["epoch"], state["global_step"]
             if state.get("best_accuracy") is not None:
                 best = state["best_accuracy"]
-        if info.is_main:
+        if ranks.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.run_dir / CONFIG)
-        val_batches = data.val_batches(self.run_dir / VAL_EPISODES) if info.is_main else None
-        ddp_model = distributed.wrap(model, info, self.device)
-        logger = TBLogger(self.run_dir / "tb" if info.is_main else None,
+        val_batches = data.val_batches(self.run_dir / VAL_EPISODES) if ranks.is_main else None
+        ddp_model = distributed.wrap(model, ranks, self.device)
+        logger = TBLogger(self.run_dir / "tb" if ranks.is_main else None,
                           purge_step=step if resume else None)
         n_batches = t.episodes_per_epoch // t.tasks_per_batch
-        mine = distributed.my_batches(n_batches, info)
+        mine = distributed.my_batches(n_batches, ranks)
         try:
             for epoch in range(start_epoch, t.epochs):
-                torch.manual_seed(derived_seed(t.seed, epoch, info.rank))
+                torch.manual_seed(derived_seed(t.seed, epoch, ranks.rank))
                 step = self._train_epoch(ddp_model, optimizer, data, epoch, n_batches, mine,
                                          step, logger)
                 scheduler.step()
                 validate = (epoch + 1) % cfg.val.every == 0 or epoch + 1 == t.epochs
                 acc = None
-                if validate and info.is_main:
+                if validate and ranks.is_main:
                     acc = self._validate(model, data, val_batches, epoch, step, logger)
-                if info.is_main:
+                if ranks.is_main:
                     is_best = acc is not None and acc > best
                     best = acc if is_best else best
                     kw = dict(model=model, epoch=epoch + 1, global_step=step,
@@ -146,34 +145,31 @@ class _Trainer:
                     if is_best:
                         save_checkpoint(self.run_dir / BEST, **kw)
                     logger.flush()
-                distributed.barrier(info)
+                distributed.barrier(ranks)
         finally:
             logger.close()
         return self.run_dir
 
     # --------------------------------------------------------------------------- loops
     def _train_epoch(self, model, optimizer, data, epoch, n_batches, mine, step, logger):
-        t, info = self.config.train, self.info
-        augment = data.train_augment(derived_seed(t.seed, epoch, info.rank, 1), self.device)
+        t, ranks = self.config.train, self.ranks
+        augment = data.train_augment(derived_seed(t.seed, epoch, ranks.rank, 1), self.device)
         batches = data.train_batches([epoch * n_batches + b for b in mine],
                                      pin_memory=self.device.type == "cuda")
         bar = None
-        if self.progress and info.is_main:
+        if self.progress and ranks.is_main:
             bar = tqdm(total=len(mine), desc=f"epoch {epoch + 1}/{t.epochs}", leave=True,
                        dynamic_ncols=True)
         window: dict[str, list] = {}
         lr = optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
-        unconverged = 0
+        unconverged, gap_max = 0, 0.0
         for batch in batches:
-            with warnings.catch_warnings():
-                # Counted instead: the bar, TensorBoard and the epoch line report them.
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                stats = meta_train_step(model, batch, optimizer,
-                                        label_smoothing=t.label_smoothing, augment=augment,
-                                        amp=t.amp, accumulate=t.accumulate)
+            stats = meta_train_step(model, batch, optimizer, label_smoothing=t.label_smoothing,
+                                    augment=augment, amp=t.amp, accumulate=t.accumulate)
             step += 1
             unconverged += int(stats["unconverged"])
+            gap_max = max(gap_max, stats["gap_max"])
             for k, v in stats.items():
                 window.setdefault(k, []).append(v)
             if bar is not None:
@@ -184,23 +180,27 @@ class _Trainer:
             if step % t.log_every == 0:
                 means = {k: max(v) if k == "gap_max" else sum(v) / len(v)
                          for k, v in window.items()}
-                means = distributed.all_mean(means, info, self.device)
+                means = distributed.all_mean(means, ranks, self.device)
                 logger.scalars("train", means, step)
                 logger.scalars("", {"lr": lr}, step)
                 window = {}
         if bar is not None:
             bar.close()
-        if info.is_main and self.progress:
-            n_eps = len(mine) * t.tasks_per_batch * info.world_size
+        warn_unconverged(f"training epoch {epoch + 1} (rank {ranks.rank})", unconverged,
+                         len(mine) * t.tasks_per_batch, gap_max)
+        if ranks.is_main and self.progress:
+            n_eps = len(mine) * t.tasks_per_batch * ranks.world_size
             print(f"epoch {epoch + 1}: {n_eps / (time.perf_counter() - t0):.1f} episodes/s, "
                   f"{unconverged} training tasks unconverged (this rank)", flush=True)
         return step
 
     def _validate(self, model, data, val_batches, epoch, step, logger) -> float:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            results = run_episodes(model, val_batches, normalize=data.normalize,
-                                   amp=self.config.train.amp)
+        results = run_episodes(model, val_batches, normalize=data.normalize,
+                               amp=self.config.train.amp)
+        solver = results.solver()
+        if solver:
+            warn_unconverged(f"validation after epoch {epoch + 1}", solver["unconverged"],
+                             results.n_episodes, solver["max_gap"])
         summary = results.summary()
         logger.scalars("val", summary, step)
         v = self.config.val
@@ -217,35 +217,17 @@ class _Trainer:
 
 # ------------------------------------------------------------------------------- data
 
-def _identity(batch):
-    return batch
-
-
-class _Batches:
-    """Batch sampler yielding ``sampler.batch(b)`` for the given global batch numbers
-    (under DDP: this rank's share of the epoch)."""
-
-    def __init__(self, sampler: EpisodeSampler, numbers: list[int]):
-        self.sampler, self.numbers = sampler, numbers
-
-    def __len__(self) -> int:
-        return len(self.numbers)
-
-    def __iter__(self):
-        return (self.sampler.batch(b) for b in self.numbers)
-
-
 class TrainingData:
     """The prepared cache a config names (built first if it is the glyph set), the
     training sampler, augmentation and evaluation normalisation."""
 
-    def __init__(self, cfg: Config, info):
+    def __init__(self, cfg: Config, ranks):
         self.cfg, d, t = cfg, cfg.data, cfg.train
         root = Path(d.root).expanduser()
         if not (root / MANIFEST).is_file() and d.dataset == "glyphs":
-            if info.is_main:
+            if ranks.is_main:
                 prepare("glyphs", None, root, image_size=d.image_size, progress=False)
-            distributed.barrier(info)
+            distributed.barrier(ranks)
         splits = open_prepared(root)
         for key in ("train_split", "val_split"):
             if getattr(d, key) not in splits:
@@ -274,9 +256,9 @@ class TrainingData:
                 "data_hash": self.train_split.content_hash}
 
     def train_batches(self, numbers: list[int], pin_memory: bool = False):
-        return torch.utils.data.DataLoader(
-            EpisodeDataset(self.train_split), batch_sampler=_Batches(self.sampler, numbers),
-            collate_fn=_identity, num_workers=self.cfg.train.num_workers, pin_memory=pin_memory)
+        """Batches ``numbers`` of the training sampler (under DDP: this rank's share)."""
+        return episode_loader(self.train_split, sampler=self.sampler, batch_numbers=numbers,
+                              num_workers=self.cfg.train.num_workers, pin_memory=pin_memory)
 
     def train_augment(self, seed: int, device: torch.device):
         """Augmentation + normalisation with a generator on ``device`` seeded by ``seed``."""

@@ -17,7 +17,7 @@ from fewshot_sparse.heads.group_lasso_svm import ConvergenceWarning, GroupLassoS
 from fewshot_sparse.heads.output import HeadOutput
 from fewshot_sparse.heads.protonet import ProtoNetHead
 from fewshot_sparse.heads.ridge import RidgeHead
-from fewshot_sparse.heads.validation import check_head_options
+from fewshot_sparse.heads.validation import check_head_inputs, check_head_options, check_nonnegative
 
 HEADS: Dict[str, Type[nn.Module]] = {
     "group_lasso_svm": GroupLassoSVMHead,
@@ -49,4 +49,6 @@ __all__ = [
     "CrammerSingerSVMHead",
     "RidgeHead",
     "ProtoNetHead",
+    "check_head_inputs",
+    "check_nonnegative",
 ]

@@ -1,4 +1,5 @@
-"""Small pieces the heads share: the solve dtype, one-hot targets, scalar hyperparameters."""
+"""Small pieces the heads share: the solve dtype, one-hot targets, scalar hyperparameters
+(:class:`HyperParameter`; ``solvers`` uses the name ``Scalar`` for a float-or-tensor type)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def active_rows(weights: Tensor) -> Tensor:
     return weights.detach().abs().amax(dim=-1) > 0
 
 
-class Scalar(nn.Module):
+class HyperParameter(nn.Module):
     """A scalar hyperparameter: a fixed buffer, or a learnable parameter.
 
     ``log_space=True`` (for a regularisation weight) learns ``log(value)`` so the value
@@ -60,3 +61,7 @@ class Scalar(nn.Module):
     def extra_repr(self) -> str:
         value = float(self.raw.detach().exp() if self.log_space else self.raw.detach())
         return f"{self.name}={value:g}, learnable={self.learnable}"
+
+
+# Old name, kept only until heads/group_lasso_svm.py (solver owner) imports HyperParameter.
+Scalar = HyperParameter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from fewshot_sparse.heads.common import Scalar, active_rows, one_hot, solve_dtype
+from fewshot_sparse.heads.common import HyperParameter, active_rows, one_hot, solve_dtype
 from fewshot_sparse.heads.output import HeadOutput
 from fewshot_sparse.heads.validation import check_head_inputs
 
@@ -18,7 +18,7 @@ class ProtoNetHead(nn.Module):
     def __init__(self, normalize: bool = False, learn_scale: bool = False, init_scale: float = 1.0):
         super().__init__()
         self.normalize = bool(normalize)
-        self.scale = Scalar("scale", init_scale, learnable=learn_scale)
+        self.scale = HyperParameter("scale", init_scale, learnable=learn_scale)
 
     def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> HeadOutput:
         check_head_inputs(query, support, support_labels, n_way)

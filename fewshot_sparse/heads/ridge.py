@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from fewshot_sparse.heads.common import Scalar, active_rows, one_hot, solve_dtype
+from fewshot_sparse.heads.common import HyperParameter, active_rows, one_hot, solve_dtype
 from fewshot_sparse.heads.output import HeadOutput
 from fewshot_sparse.heads.validation import check_head_inputs
 from fewshot_sparse.solvers.ridge import ridge_weights
@@ -30,9 +30,9 @@ class RidgeHead(nn.Module):
         super().__init__()
         if not lam > 0:
             raise ValueError(f"lam must be > 0 for the ridge head, got {lam!r}")
-        self.lam = Scalar("lam", lam, learnable=learn_lambda, log_space=True)
-        self.scale = Scalar("scale", init_scale, learnable=learn_scale)
-        self.bias = Scalar("bias", init_bias, learnable=learn_bias)
+        self.lam = HyperParameter("lam", lam, learnable=learn_lambda, log_space=True)
+        self.scale = HyperParameter("scale", init_scale, learnable=learn_scale)
+        self.bias = HyperParameter("bias", init_bias, learnable=learn_bias)
 
     def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> HeadOutput:
         check_head_inputs(query, support, support_labels, n_way)

@@ -34,9 +34,7 @@ import torch
 from cvxpylayers.torch import CvxpyLayer
 from torch import Tensor, nn
 
-from fewshot_sparse.heads.common import one_hot
-from fewshot_sparse.heads.output import HeadOutput
-from fewshot_sparse.heads.validation import check_head_inputs, check_nonnegative
+from fewshot_sparse.heads import HeadOutput, check_head_inputs, check_nonnegative
 
 DEFAULT_SOLVER_ARGS: Dict[str, Any] = {
     "solve_method": "Clarabel",
@@ -60,7 +58,11 @@ def group_lasso_svm_problem(n_support: int, n_features: int, n_way: int):
     hinge = cp.sum(cp.max(1 - Y + Z - true_score, axis=1))
     objective = hinge + lambda1 * cp.sum(cp.norm(W, 2, axis=1)) + lambda2 / 2 * cp.sum_squares(W)
     problem = cp.Problem(cp.Minimize(objective), [Z == X @ W])
-    assert problem.is_dpp()
+    if not problem.is_dpp():
+        raise RuntimeError(
+            f"the reference problem ({n_support} support x {n_features} features x {n_way} "
+            f"classes) is not DPP under cvxpy {cp.__version__}, so cvxpylayers cannot "
+            f"differentiate it (checked with cvxpy 1.9.3)")
     return problem, [X, Y, lambda1, lambda2], W
 
 
@@ -101,7 +103,7 @@ class GroupLassoSVMReference(nn.Module):
         check_head_inputs(query, support, support_labels, n_way)
         f64 = dict(dtype=torch.float64, device="cpu")
         X = support.to(**f64)
-        Y = one_hot(support_labels.cpu(), n_way, torch.float64)
+        Y = nn.functional.one_hot(support_labels.cpu().long(), n_way).to(torch.float64)
         l1 = torch.as_tensor(self.lambda1).to(**f64)
         l2 = torch.as_tensor(self.lambda2).to(**f64)
         layer = cached_layer(X.shape[1], X.shape[2], n_way)

@@ -154,3 +154,36 @@ def test_feature_usage_report(tiny, tmp_path):
     rep = feature_usage(ckpt, data=data, episodes=2, way=3, shot=1, query=2, device="cpu",
                         progress=False)
     assert rep.out_dir == ckpt.parent / "inspect" / "group_lasso_svm_3way1shot"
+
+
+def test_unconverged_tasks_are_warned_once_per_shot(tiny):
+    """The aggregation point warns once (with the count), however many batches missed."""
+    from fewshot_sparse.heads import ConvergenceWarning
+
+    data, ckpt = tiny
+    with pytest.warns(ConvergenceWarning) as caught:
+        rep = evaluate(ckpt, data=data, way=3, shots=(1, 2), query=2, episodes=6, seed=3,
+                       tasks_per_batch=2, head_kwargs={"max_iter": 1, "tol": 1e-9},
+                       device="cpu", progress=False, print_table=False)
+    ours = [str(w.message) for w in caught if "did not reach the solver's tolerance" in str(w.message)]
+    assert len(ours) == 2
+    for r, msg in zip(rep.results, ours):
+        assert r.solver["unconverged"] > 0 and msg.startswith(f"3-way {r.shot}-shot evaluation")
+        assert f"{r.solver['unconverged']} of 6 tasks" in msg
+
+
+def test_solver_stats_and_warning_policy():
+    import warnings
+
+    from fewshot_sparse.engine.convergence import solver_stats, warn_unconverged
+    from fewshot_sparse.heads import ConvergenceWarning
+
+    s = solver_stats(torch.tensor([3, 7]), torch.tensor([1e-6, 2e-3]), torch.tensor([True, False]))
+    assert s == {"mean_iterations": 5.0, "max_iterations": 7, "max_gap": pytest.approx(2e-3),
+                 "unconverged": 1}
+    assert solver_stats(None, None, None) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_unconverged("nothing missed", 0, 8, 0.0)  # no warning
+    with pytest.warns(ConvergenceWarning, match="epoch 3: 2 of 8 tasks"):
+        warn_unconverged("epoch 3", 2, 8, 1e-2)

@@ -300,7 +300,9 @@ def test_bad_input_names_the_argument(name, case):
     ],
 )
 def test_bad_hyperparameters_rejected(name, kwargs, argname):
-    with pytest.raises(ValueError, match=argname):
+    with pytest.raises(ValueError, match=argname):  # the head itself: a ValueError
+        HEADS[name](**kwargs)
+    with pytest.raises(ConfigError, match=argname):  # built from a config: the project's error
         build_head(name, **kwargs)
 
 
