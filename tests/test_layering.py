@@ -51,6 +51,8 @@ LAZY = {
         "`import fewshot_sparse.solvers` must not load the engine, data and torchvision",
     ("fewshot_sparse.cli", "fewshot_sparse.api"):
         "the api loads torch (seconds); --help, --version and usage errors should not wait",
+    ("fewshot_sparse.cli_jobs", "fewshot_sparse.api"):
+        "the api loads torch (seconds); --help, --version and usage errors should not wait",
     ("fewshot_sparse.analysis.figures", "matplotlib"):
         "a non-interactive backend is chosen before pyplot is imported",
     ("fewshot_sparse.analysis.figures", "matplotlib.pyplot"):
@@ -122,7 +124,8 @@ def _part(name: str):
         return ""
     if not name.startswith("fewshot_sparse."):
         return None
-    return name.split(".")[1]
+    top = name.split(".")[1]
+    return "cli" if top.startswith("cli_") else top  # cli_*.py: helpers of the cli layer
 
 
 def _existing(name: str) -> bool:

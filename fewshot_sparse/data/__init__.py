@@ -12,11 +12,11 @@ from .cache import PreparedSplit, open_prepared, read_manifest
 from .episodes import EpisodeBatch
 from .fixed_episodes import FixedEpisodes, make_fixed_episodes
 from .loader import episode_loader
-from .prepare import DataWarning, prepare
+from .prepare import MANIFEST, DataWarning, prepare
 from .sampler import EpisodeIndices, EpisodeSampler
 
 __all__ = [
-    "EpisodeBatch", "prepare", "DataWarning", "PreparedSplit", "open_prepared", "read_manifest",
+    "EpisodeBatch", "prepare", "DataWarning", "MANIFEST", "PreparedSplit", "open_prepared", "read_manifest",
     "EpisodeSampler", "EpisodeIndices", "FixedEpisodes", "make_fixed_episodes", "episode_loader",
     "EpisodeAugment", "Normalize",
 ]

@@ -27,9 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from fewshot_sparse.config import Config
-from fewshot_sparse.data import (EpisodeAugment, EpisodeSampler, Normalize, episode_loader,
-                                 open_prepared, prepare)
-from fewshot_sparse.data.prepare import MANIFEST
+from fewshot_sparse.data import (MANIFEST, EpisodeAugment, EpisodeSampler, Normalize,
+                                 episode_loader, open_prepared, prepare)
 from fewshot_sparse.engine import distributed
 from fewshot_sparse.engine.checkpoint import load_checkpoint, save_checkpoint
 from fewshot_sparse.engine.convergence import warn_unconverged

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,3 +188,23 @@ def test_solver_stats_and_warning_policy():
         warn_unconverged("nothing missed", 0, 8, 0.0)  # no warning
     with pytest.warns(ConvergenceWarning, match="epoch 3: 2 of 8 tasks"):
         warn_unconverged("epoch 3", 2, 8, 1e-2)
+
+
+def test_a_stale_saved_episode_list_is_an_error_not_a_silent_redraw(tiny, tmp_path):
+    from fewshot_sparse.data.fixed_episodes import FixedEpisodes
+
+    data, ckpt = tiny
+    kw = dict(data=data, way=3, shots=(1,), query=2, episodes=4, seed=5, device="cpu",
+              progress=False, print_table=False, episodes_dir=tmp_path / "eps")
+    path = Path(evaluate(ckpt, **kw).results[0].episodes_file)
+    saved = FixedEpisodes.load(path)
+    FixedEpisodes(saved.indices, saved.n_way, saved.n_shot, saved.n_query, saved.split,
+                  saved.seed, content_hash="sha256:" + "0" * 64).save(path)  # other data
+    before = path.read_bytes()
+    with pytest.raises(DataError, match="no longer matches the data.*delete it"):
+        evaluate(ckpt, **kw)
+    assert path.read_bytes() == before  # left as it was
+    FixedEpisodes(saved.indices, saved.n_way, saved.n_shot, saved.n_query, saved.split,
+                  saved.seed + 1, saved.content_hash).save(path)  # other settings
+    with pytest.raises(DataError, match="holds other episodes"):
+        evaluate(ckpt, **kw)
