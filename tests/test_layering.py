@@ -224,3 +224,14 @@ def test_no_import_cycle_between_modules():
 ])
 def test_the_rule_itself(src, dst, ok):
     assert _allowed(src, dst) is ok
+
+
+# Files over the limit that their owners are splitting in this round (inert once split).
+LONG_PENDING = {"identifiability/benchmark.py"}
+
+
+def test_no_package_file_over_350_lines():
+    long = [f"{p.relative_to(PACKAGE)}: {n} lines" for p, _, _ in _modules()
+            if (n := len(p.read_text().splitlines())) > 350
+            and p.relative_to(PACKAGE).as_posix() not in LONG_PENDING]
+    assert not long, long
