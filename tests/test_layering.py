@@ -2,9 +2,10 @@
 file (module level and inside functions) and check where it points.
 
     cli -> api -> applications (apps, identifiability) -> engine -> model
-        -> heads, encoders -> implicit -> solvers -> config -> errors
-    data:      used by model and above; imports only config and errors
-    analysis:  pure (numpy, matplotlib); imports only errors; used by engine and above
+        -> heads, encoders -> implicit -> solvers -> config -> files -> errors
+    data:      used by model and above; imports only config, files and errors
+    analysis:  pure (numpy, matplotlib); imports only files and errors; used by engine
+               and above
     reference: imported by no package module (tests and users only)
 
 An import inside a function is refused unless it is listed in LAZY with the real cost it
