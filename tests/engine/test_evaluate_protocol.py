@@ -157,7 +157,7 @@ def test_feature_usage_report(tiny, tmp_path):
     assert rep.out_dir == ckpt.parent / "inspect" / "group_lasso_svm_3way1shot"
 
 
-def test_unconverged_tasks_are_warned_once_per_shot(tiny):
+def test_unconverged_tasks_are_warned_once_per_shot(tiny, tmp_path):
     """The aggregation point warns once (with the count), however many batches missed."""
     from fewshot_sparse.heads import ConvergenceWarning
 
@@ -165,7 +165,7 @@ def test_unconverged_tasks_are_warned_once_per_shot(tiny):
     with pytest.warns(ConvergenceWarning) as caught:
         rep = evaluate(ckpt, data=data, way=3, shots=(1, 2), query=2, episodes=6, seed=3,
                        tasks_per_batch=2, head_kwargs={"max_iter": 1, "tol": 1e-9},
-                       device="cpu", progress=False, print_table=False)
+                       device="cpu", progress=False, print_table=False, out_dir=tmp_path)
     ours = [str(w.message) for w in caught if "did not reach the solver's tolerance" in str(w.message)]
     assert len(ours) == 2
     for r, msg in zip(rep.results, ours):
@@ -195,7 +195,8 @@ def test_a_stale_saved_episode_list_is_an_error_not_a_silent_redraw(tiny, tmp_pa
 
     data, ckpt = tiny
     kw = dict(data=data, way=3, shots=(1,), query=2, episodes=4, seed=5, device="cpu",
-              progress=False, print_table=False, episodes_dir=tmp_path / "eps")
+              progress=False, print_table=False, episodes_dir=tmp_path / "eps",
+              out_dir=tmp_path / "out")
     path = Path(evaluate(ckpt, **kw).results[0].episodes_file)
     saved = FixedEpisodes.load(path)
     FixedEpisodes(saved.indices, saved.n_way, saved.n_shot, saved.n_query, saved.split,
