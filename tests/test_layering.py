@@ -78,12 +78,6 @@ LAZY = {
         "pyplot is imported only after the backend is chosen",
 }
 
-# Modules being rewritten by their owners in this round (the solver owner replaces
-# solvers/group_lasso_kkt.py, the identifiability owner splits benchmark.py); their
-# in-function imports are not checked until then. An entry is inert once the module is
-# gone or clean; delete it then.
-PENDING = {"fewshot_sparse.solvers.group_lasso_kkt", "fewshot_sparse.identifiability.benchmark"}
-
 
 def _modules():
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -134,10 +128,8 @@ def _existing(name: str) -> bool:
     return (PACKAGE / rel).with_suffix(".py").is_file() or (PACKAGE / rel / "__init__.py").is_file()
 
 
-def _all_imports(pending: bool = True):
+def _all_imports():
     for path, module, is_pkg in _modules():
-        if not pending and module in PENDING:
-            continue
         for target, line, in_function in _imports(path, module, is_pkg):
             yield module, target, f"{path.relative_to(PACKAGE.parent)}:{line}", in_function
 
@@ -167,7 +159,7 @@ def test_imports_only_go_down_the_declared_stack():
 
 def test_no_import_inside_a_function_without_a_stated_cost():
     bad = []
-    for src, dst, where, in_function in _all_imports(pending=False):
+    for src, dst, where, in_function in _all_imports():
         if in_function and (src, dst) not in LAZY and not any(
                 (src, d) in LAZY for d in _parents(dst)):
             bad.append(f"{where}: {src} imports {dst} inside a function")
@@ -188,7 +180,7 @@ def test_every_lazy_import_listed_still_exists():
 
 def test_no_import_cycle_between_modules():
     graph: dict[str, set] = {}
-    for src, dst, _, _ in _all_imports(pending=False):
+    for src, dst, _, _ in _all_imports():
         if _part(dst) is not None and dst != src and not dst.startswith(src + "."):
             graph.setdefault(src, set()).add(dst)
     # A package imports its own submodules in __init__; the reverse edge (a submodule
@@ -227,12 +219,7 @@ def test_the_rule_itself(src, dst, ok):
     assert _allowed(src, dst) is ok
 
 
-# Files over the limit that their owners are splitting in this round (inert once split).
-LONG_PENDING = {"identifiability/benchmark.py"}
-
-
 def test_no_package_file_over_350_lines():
     long = [f"{p.relative_to(PACKAGE)}: {n} lines" for p, _, _ in _modules()
-            if (n := len(p.read_text().splitlines())) > 350
-            and p.relative_to(PACKAGE).as_posix() not in LONG_PENDING]
+            if (n := len(p.read_text().splitlines())) > 350]
     assert not long, long
