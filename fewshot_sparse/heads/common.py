@@ -61,7 +61,3 @@ class HyperParameter(nn.Module):
     def extra_repr(self) -> str:
         value = float(self.raw.detach().exp() if self.log_space else self.raw.detach())
         return f"{self.name}={value:g}, learnable={self.learnable}"
-
-
-# Old name, kept only until heads/group_lasso_svm.py (solver owner) imports HyperParameter.
-Scalar = HyperParameter

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from fewshot_sparse.heads.common import Scalar, active_rows, one_hot, solve_dtype
+from fewshot_sparse.heads.common import HyperParameter, active_rows, one_hot, solve_dtype
 from fewshot_sparse.heads.output import HeadOutput
 from fewshot_sparse.heads.validation import check_head_inputs, check_nonnegative
 from fewshot_sparse.implicit.group_lasso_svm_grad import group_lasso_svm_fit
@@ -66,9 +66,9 @@ class GroupLassoSVMHead(nn.Module):
         check_nonnegative("smoothing", smoothing)
         if mode not in ("implicit", "unrolled"):
             raise ValueError(f"mode must be 'implicit' or 'unrolled', got {mode!r}")
-        self.lambda1 = Scalar("lambda1", lambda1, learnable=learn_lambdas, log_space=True)
-        self.lambda2 = Scalar("lambda2", lambda2, learnable=learn_lambdas, log_space=True)
-        self.scale = Scalar("scale", init_scale, learnable=learn_scale)
+        self.lambda1 = HyperParameter("lambda1", lambda1, learnable=learn_lambdas, log_space=True)
+        self.lambda2 = HyperParameter("lambda2", lambda2, learnable=learn_lambdas, log_space=True)
+        self.scale = HyperParameter("scale", init_scale, learnable=learn_scale)
         self.solver = GroupLassoSVMDual(tol=tol, max_iter=max_iter, smoothing=smoothing, method=method)
         self.mode = mode
 
