@@ -89,6 +89,32 @@ def check_head_inputs(query: Tensor, support: Tensor, support_labels: Tensor, n_
     for name, t in (("support", support), ("query", query)):
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} features contain NaN or inf")
+    check_feature_scale(query, support)
+
+
+def max_feature_magnitude(dtype: torch.dtype, n_rows: int, dim: int) -> float:
+    """The largest |feature| a head solving in ``dtype`` accepts: squared norms, Gram
+    entries and their sums over ``n_rows`` rows of ``dim`` features (with a margin of
+    64) stay below the dtype's largest number."""
+    solve = torch.float64 if dtype == torch.float64 else torch.float32
+    return math.sqrt(torch.finfo(solve).max / (64.0 * max(n_rows, 1) * max(dim, 1)))
+
+
+def check_feature_scale(query: Tensor, support: Tensor) -> None:
+    """ValueError when features are so large that the head's sums of squares would
+    overflow its solve dtype (ProtoNet gave inf, the SVM and ridge heads a raw linear
+    algebra error); the message names the argument, its largest |value| and the limit."""
+    b, s, d = support.shape
+    limit = max_feature_magnitude(support.dtype, s + query.shape[1], d)
+    solve = "float64" if support.dtype == torch.float64 else "float32"
+    for name, t in (("support", support), ("query", query)):
+        if t.numel() == 0:
+            continue
+        biggest = float(t.detach().abs().amax().float())
+        if biggest > limit:
+            raise ValueError(
+                f"{name} features too large for the head's {solve} solve: max |x| = {biggest:.3g} > {limit:.3g} (sums of squares would "
+                f"overflow); scale or normalise the features")
 
 
 def check_nonnegative(name: str, value: Union[float, Tensor], strict: bool = False) -> None:

@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from fewshot_sparse.data.bit_depth import to_eight_bit
 from fewshot_sparse.errors import DataError
 
 __all__ = [
@@ -148,7 +149,7 @@ def decode(data, size: int, channels: int, what: str) -> np.ndarray:
         im = Image.open(data if isinstance(data, (str, Path)) else bytes_io(data))
         if im.format == "JPEG":
             im.draft("RGB" if channels == 3 else "L", (size, size))
-        im = im.convert("RGB" if channels == 3 else "L")
+        im = to_eight_bit(im).convert("RGB" if channels == 3 else "L")
         if im.size != (size, size):
             im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
         return np.asarray(im).reshape(size, size, channels)
