@@ -27,17 +27,7 @@ def episode(scale, dtype=torch.float32, zero_query=False):
     return query.to(dtype), support.to(dtype), labels
 
 
-SOLVER_GAP = pytest.mark.xfail(
-    strict=True, reason="solver (lead's): with smoothing 0 a zero or sub-1e-20 Gram gives a "
-                        "zero Lipschitz constant and NaN; the step size needs a floor")
-
-
-def heads_and_marks():
-    return [pytest.param(n, marks=SOLVER_GAP) if n == "group_lasso_svm" else n
-            for n in sorted(HEADS)]
-
-
-@pytest.mark.parametrize("name", heads_and_marks())
+@pytest.mark.parametrize("name", sorted(HEADS))
 @pytest.mark.parametrize("scale", [0.0, 1e-21])
 def test_zero_and_tiny_support_features_give_finite_answers(name, scale):
     query, support, labels = episode(scale)
