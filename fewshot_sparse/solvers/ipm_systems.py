@@ -34,7 +34,8 @@ def _ridged(M: Tensor, ridge: Tensor) -> Tensor:
 
 
 class KroneckerSystem:
-    """A [B, S, S] (K / lambda2 + s / lambda2 I), d [B, S, W], ridge [B, 1, 1]."""
+    """A [B, S, S] (K / lambda2 + s / lambda2 I), d [B, S, W], ridge [B, 1, 1]. Per class c,
+    M_c = L_c L_c^T and C_c = L_c^-1; the Schur complement is sum_c C_c^T C_c."""
 
     def __init__(self, A: Tensor, d: Tensor, ridge: Tensor):
         B, S, W = d.shape
@@ -43,16 +44,16 @@ class KroneckerSystem:
         Lc, info = torch.linalg.cholesky_ex(_ridged(Mc, ridge[:, :, :, None]))
         eye = torch.eye(S, dtype=A.dtype, device=A.device).expand(B, W, S, S)
         self.Lc = Lc
-        self.Minv = torch.cholesky_solve(eye, Lc)  # [B, W, S, S]
-        Ls, info_s = torch.linalg.cholesky_ex(self.Minv.sum(1))  # E M^-1 E^T
+        self.C = torch.linalg.solve_triangular(Lc, eye, upper=False)  # [B, W, S, S]
+        Ls, info_s = torch.linalg.cholesky_ex((self.C.transpose(-1, -2) @ self.C).sum(1))  # E M^-1 E^T
         self.Ls = Ls
         self.ok = ((info == 0).all(1) & (info_s == 0)).reshape(B, 1, 1)
 
     def solve(self, r: Tensor) -> Tuple[Tensor, Tensor]:
         """r [B, S, W] -> (d_beta [B, S, W], d_nu [B, S, 1])."""
-        y = torch.cholesky_solve(r.transpose(1, 2)[..., None], self.Lc)  # [B, W, S, 1]
-        d_nu = torch.cholesky_solve(y.sum(1), self.Ls)  # [B, S, 1]
-        d_beta = y - torch.matmul(self.Minv, d_nu[:, None])
+        y = self.C @ r.transpose(1, 2)[..., None]  # L_c^-1 r_c  [B, W, S, 1]
+        d_nu = torch.cholesky_solve((self.C.transpose(-1, -2) @ y).sum(1), self.Ls)  # [B, S, 1]
+        d_beta = self.C.transpose(-1, -2) @ (y - self.C @ d_nu[:, None])
         return d_beta[..., 0].transpose(1, 2), d_nu
 
 
