@@ -21,6 +21,9 @@ from typing import Optional
 
 from fewshot_sparse.apps.demo import run_demo
 from fewshot_sparse.apps.evaluate import evaluate
+from fewshot_sparse.apps.features import FeatureCache, extract_features
+from fewshot_sparse.apps.predict import Prediction, predict
+from fewshot_sparse.apps.sweep import SweepReport, sweep
 from fewshot_sparse.apps.inspect import FeatureUsageReport, feature_usage
 from fewshot_sparse.config import Config, load_config
 from fewshot_sparse.data import prepare as _prepare
@@ -56,5 +59,7 @@ def prepared_summary(path) -> str:
                      for name, info in splits.items())
 
 
-__all__ = ["Config", "EvalReport", "FeatureUsageReport", "evaluate", "feature_usage",
-           "load_config", "prepare", "run_demo", "run_identifiability", "train"]
+__all__ = ["Config", "EvalReport", "FeatureCache", "FeatureUsageReport", "Prediction",
+           "SweepReport", "evaluate", "extract_features", "feature_usage", "load_config",
+           "predict", "prepare", "prepared_summary", "run_demo", "run_identifiability",
+           "sweep", "train"]

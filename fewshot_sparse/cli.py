@@ -6,6 +6,7 @@
     fewshot-sparse inspect --checkpoint RUN/last.pt [--episodes 200]
     fewshot-sparse identifiability [--world shapes] [--config FILE|PRESET] [--set key=value ...]
     fewshot-sparse demo [--out runs/demo]
+    fewshot-sparse features / sweep / predict   (cli_jobs.py: the research workflows)
 
 User errors (a missing file, an unknown config key, a folder that is not a prepared
 dataset, ...) print ``fewshot-sparse: error: <one line>`` and exit with status 2.
@@ -19,43 +20,12 @@ import sys
 from typing import Optional, Sequence
 
 from fewshot_sparse import __version__
-from fewshot_sparse.config import parse_value, split_assignment
+from fewshot_sparse.cli_jobs import add_job_parsers
+from fewshot_sparse.cli_parsing import UserError, int_list, name_list, parse_assignments
 from fewshot_sparse.errors import FewshotSparseError
 
 PROG = "fewshot-sparse"
 DATASETS = ("miniimagenet", "tieredimagenet", "folder", "glyphs")
-
-
-class UserError(FewshotSparseError):
-    """A bad command-line value found by the CLI itself."""
-
-
-# --------------------------------------------------------------------------- parsing
-
-def _int_list(text: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not vals:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return vals
-
-
-def _name_list(text: str) -> list[str]:
-    vals = [v for v in text.replace(" ", "").split(",") if v]
-    if not vals:
-        raise argparse.ArgumentTypeError("expected comma-separated names")
-    return vals
-
-
-def parse_assignments(items: Optional[Sequence[str]], what: str = "--head-set") -> dict:
-    """``["k=v", ...]`` -> dict; values are JSON when they parse (0.1, true, [1,2])."""
-    out = {}
-    for item in items or []:
-        key, text = split_assignment(item, what, "key=value")
-        out[key] = parse_value(text)
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on-disk format of --root when it cannot be detected")
     s.add_argument("--image-size", type=int, default=None, help="resize images to this side")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--splits", type=_name_list, default=None,
+    s.add_argument("--splits", type=name_list, default=None,
                    help="prepare only these splits, e.g. --splits test (default: every "
                         "split the dataset has; a folder tree may hold any of "
                         "train/, val/, test/)")
@@ -143,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     s.set_defaults(func=cmd_identifiability)
 
+    add_job_parsers(sub, _add_eval_args)
+
     # demo
     s = sub.add_parser("demo", help="glyphs -> train -> eval (2 heads) -> inspect, end to end",
                        description="The main job, on the built-in glyph dataset: prepare "
@@ -171,7 +143,7 @@ def _add_eval_args(s, *, episodes: int, shot: str) -> None:
                    help="prepared dataset folder (default: the one the model was trained on)")
     s.add_argument("--split", default="test")
     s.add_argument("--way", type=int, default=5)
-    s.add_argument("--shot", type=_int_list, default=_int_list(shot),
+    s.add_argument("--shot", type=int_list, default=int_list(shot),
                    help=f"comma-separated shot counts (default {shot})")
     s.add_argument("--query", type=int, default=15, help="query images per class")
     s.add_argument("--episodes", type=int, default=episodes)

@@ -57,3 +57,15 @@ def small_disk(tmp_path):
     yield make
     for where in mounts:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def glyphs16(tmp_path_factory):
+    """The built-in glyph set, 12 classes x 12 images per split, 16x16 grey: rendered
+    once per session (finding the fonts takes most of a minute on a busy machine)."""
+    from fewshot_sparse.data import prepare
+
+    out = tmp_path_factory.mktemp("data") / "glyphs_tiny"
+    prepare("glyphs", None, out, image_size=16, glyph_instances=12, glyph_max_classes=12,
+            progress=False)
+    return out

@@ -54,6 +54,18 @@ class HyperParameter(nn.Module):
     def learnable(self) -> bool:
         return isinstance(self.raw, nn.Parameter)
 
+    def assign(self, value) -> None:
+        """Set a fixed hyperparameter: a float, or a [B] tensor giving each task of the
+        next calls its own value (the solvers take [] or [B]; apps/sweep.py uses it for
+        per-task lambda1 = ratio * lambda_max). A learnable one refuses."""
+        if self.learnable:
+            raise ValueError(f"{self.name} is learnable; assign() sets fixed values only")
+        value = torch.as_tensor(value, dtype=torch.float64).detach()
+        if value.dim() > 1 or (value < 0).any():
+            raise ValueError(f"{self.name} must be >= 0, a scalar or one value per task, "
+                             f"got shape {tuple(value.shape)}")
+        self.raw = value.to(self.raw.device)
+
     def forward(self, dtype: torch.dtype, device: torch.device) -> Tensor:
         v = self.raw.to(dtype=dtype, device=device)
         return v.exp() if self.log_space else v

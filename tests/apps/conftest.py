@@ -3,17 +3,15 @@
 import pytest
 
 from fewshot_sparse.config import config_from_dict
-from fewshot_sparse.data import prepare
 from fewshot_sparse.engine.train import train
 
 
 @pytest.fixture(scope="session")
-def glyph_run(tmp_path_factory):
+def glyph_run(tmp_path_factory, glyphs16):
     """``(run_dir, glyph cache)``: Conv-4 (8 channels: 8 features at 16x16) + group-Lasso
-    SVM head, trained for 2 steps."""
+    SVM head, trained for 2 steps on the session's tiny glyph set."""
     root = tmp_path_factory.mktemp("apps")
-    cache = prepare("glyphs", None, root / "glyphs", image_size=16, glyph_instances=6,
-                    glyph_max_classes=8, progress=False)
+    cache = glyphs16
     cfg = config_from_dict({
         "data": {"root": str(cache), "dataset": "glyphs", "image_size": 16},
         "encoder": {"name": "conv4", "kwargs": {"in_channels": 1, "hidden": 8}},

@@ -3,16 +3,12 @@
 import pytest
 
 from fewshot_sparse.config import config_from_dict
-from fewshot_sparse.data import prepare
 
 
 @pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory):
+def tiny_cache(glyphs16):
     """The built-in glyph set, 12 classes x 12 images per split, 16x16 grayscale."""
-    out = tmp_path_factory.mktemp("data") / "glyphs_tiny"
-    prepare("glyphs", None, out, image_size=16, glyph_instances=12, glyph_max_classes=12,
-            progress=False)
-    return out
+    return glyphs16
 
 
 def tiny_dict(root, out_dir, *, encoder="conv4", head="group_lasso_svm", epochs=2,

@@ -1,0 +1,241 @@
+"""The lambda path on cached features: accuracy against the fraction of features a task
+uses, over a grid of lambda1 (or of lambda1 / lambda_max per task), without the encoder.
+
+For each shot of a feature cache (apps/features.py) and each grid point, the head is
+built through the head registry (``heads.build_head``) and fitted on every cached
+episode, ``tasks_per_batch`` at a time; per episode we keep the query accuracy and the
+number of features the classifier uses. Each grid point reports mean accuracy with its
+95% CI (engine/report.py's ``mean_ci95``), mean features used (fraction and count),
+the mean lambda1 and the solver's report. Other heads (svm_cs, ridge, protonet) are
+scored on the same episodes as reference points.
+
+``--lambda-ratio-grid``: lambda1 = ratio * lambda_max of each task (apps/lambda_max.py:
+exact when the head smooths, s > 0; a sufficient upper bound when s = 0).
+
+The grid runs from the largest lambda1 to the smallest. The head interface takes no
+warm start, so every point is solved from the solver's own start.
+
+Outputs (``out_dir``): ``sweep.csv``, ``sweep.json``, ``sweep.png`` (analysis/lambda_path.py)
+and TensorBoard scalars under ``tb/`` (``sweep_<K>shot/accuracy`` and
+``sweep_<K>shot/active_fraction`` with the grid index as step; reference heads under
+``reference_<K>shot/<head>_*``).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from fewshot_sparse.analysis.lambda_path import save_sweep
+from fewshot_sparse.apps.features import FeatureCache
+from fewshot_sparse.apps.lambda_max import lambda_max, lambda_max_is_exact
+from fewshot_sparse.engine.device import resolve_device
+from fewshot_sparse.engine.report import mean_ci95
+from fewshot_sparse.engine.tb_logging import TBLogger
+from fewshot_sparse.errors import ConfigError, FewshotSparseError
+from fewshot_sparse.heads import ConvergenceWarning, build_head
+
+REFERENCE_HEADS = ("svm_cs", "ridge", "protonet")
+SWEPT_HEADS = ("group_lasso_svm",)  # heads with a lambda1 to sweep
+
+
+@dataclass
+class SweepPoint:
+    """One grid point (or one reference head) of one shot."""
+
+    shot: int
+    head: str
+    kind: str                    # "path" or "reference"
+    lambda1: Optional[float]     # the grid's lambda1 (None on a ratio grid)
+    lambda_ratio: Optional[float]
+    mean_lambda1: Optional[float]  # mean over episodes of the lambda1 used
+    episodes: int
+    accuracy: float
+    ci95: float
+    std: float
+    active_fraction: float
+    active_features: float
+    n_features: int
+    unconverged: int
+    seconds: float
+
+
+@dataclass
+class SweepReport:
+    features: str
+    head: str
+    head_kwargs: dict
+    grid: str                    # "lambda1" or "lambda_ratio"
+    lambda_max: str              # "exact" / "sufficient" (ratio grid), "" otherwise
+    points: list
+    encoder_seconds: dict        # per shot: what encoding the episodes took (features.json)
+    files: dict
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "points": [asdict(p) for p in self.points]}
+
+    def table(self) -> str:
+        lines = [f"lambda path of {self.head} on {self.features} ({self.grid} grid"
+                 + (f", lambda_max {self.lambda_max}" if self.lambda_max else "") + ")",
+                 f"{'shot':>4}  {'head':<16} {'lambda1':>9} {'ratio':>6}  "
+                 f"{'accuracy (95% CI)':>19}  {'features used':>18}  {'unconv':>6}  {'time':>6}"]
+        for p in self.points:
+            lam = "-" if p.mean_lambda1 is None else f"{p.mean_lambda1:.3g}"
+            ratio = "-" if p.lambda_ratio is None else f"{p.lambda_ratio:.3g}"
+            acc = f"{100 * p.accuracy:6.2f} +- {100 * p.ci95:5.2f}%"
+            used = f"{100 * p.active_fraction:5.1f}% ({p.active_features:.0f}/{p.n_features})"
+            lines.append(f"{p.shot:>4}  {p.head:<16} {lam:>9} {ratio:>6}  {acc:>19}  "
+                         f"{used:>18}  {p.unconverged:>6}  {p.seconds:5.1f}s")
+        return "\n".join(lines)
+
+
+def sweep(features, *, head: str = "group_lasso_svm",
+          lambda1_grid: Optional[Sequence[float]] = None,
+          lambda_ratio_grid: Optional[Sequence[float]] = None,
+          head_kwargs: Optional[dict] = None,
+          reference_heads: Sequence[str] = REFERENCE_HEADS,
+          shots: Optional[Sequence[int]] = None, tasks_per_batch: int = 100,
+          device: str = "auto", out_dir=None, progress: bool = True,
+          print_table: bool = True) -> SweepReport:
+    """Fit ``head`` along the grid on a feature cache; see the module docstring.
+
+    head_kwargs: the head's other options; by default those of the checkpoint's head
+    when it is the same head (lambda2 and smoothing as trained, learned values
+    included), else the head's defaults.
+    out_dir: where the files go (default ``<features>/sweep``).
+    """
+    cache = features if isinstance(features, FeatureCache) else FeatureCache(features)
+    if (lambda1_grid is None) == (lambda_ratio_grid is None):
+        raise ConfigError("give exactly one of lambda1_grid and lambda_ratio_grid")
+    if head not in SWEPT_HEADS:
+        raise ConfigError(f"sweep: head {head!r} has no lambda1 to sweep "
+                          f"(sweepable: {', '.join(SWEPT_HEADS)})")
+    grid_name = "lambda1" if lambda1_grid is not None else "lambda_ratio"
+    grid = sorted({float(v) for v in (lambda1_grid if lambda1_grid is not None
+                                      else lambda_ratio_grid)}, reverse=True)
+    if not grid or grid[-1] < 0:
+        raise ConfigError(f"{grid_name} grid must hold values >= 0, got {grid}")
+    if tasks_per_batch < 1:
+        raise ConfigError(f"tasks_per_batch must be >= 1, got {tasks_per_batch}")
+    kwargs = _head_kwargs(cache, head, head_kwargs)
+    dev = resolve_device(device)
+    shots = cache.shots if shots is None else [int(s) for s in shots]
+    smoothing = float(kwargs.get("smoothing", 0.0))
+    points: list[SweepPoint] = []
+    for shot in shots:
+        data = cache.shot(shot)
+        for value in grid:
+            lam = {"lambda1": value} if grid_name == "lambda1" else {"ratio": value}
+            points.append(_fit_point(data, head, kwargs, lam, tasks_per_batch, dev))
+            if progress:
+                print(f"  {shot}-shot {grid_name}={value:g}: accuracy "
+                      f"{100 * points[-1].accuracy:.2f}%, features used "
+                      f"{100 * points[-1].active_fraction:.1f}%", flush=True)
+        for ref in reference_heads:
+            points.append(_fit_point(data, ref, {}, None, tasks_per_batch, dev))
+    out_dir = Path(out_dir) if out_dir is not None else cache.root / "sweep"
+    report = SweepReport(
+        features=str(cache.root), head=head, head_kwargs=kwargs, grid=grid_name,
+        lambda_max=("" if grid_name == "lambda1" else
+                    "exact" if lambda_max_is_exact(smoothing) else "sufficient"),
+        points=points, files={},
+        encoder_seconds={str(k): cache.meta["shots"][str(k)].get("encoder_seconds")
+                         for k in shots})
+    report.files = save_sweep(report.to_dict(), out_dir)
+    _log_tensorboard(report, out_dir / "tb")
+    report.files["tensorboard"] = str(out_dir / "tb")
+    if print_table:
+        print(report.table())
+        print("written: " + ", ".join(str(p) for p in report.files.values()))
+    return report
+
+
+def _head_kwargs(cache: FeatureCache, head: str, head_kwargs: Optional[dict]) -> dict:
+    own = cache.meta.get("head") or {}
+    kw = {}
+    if own.get("name") == head:
+        kw = {k: v for k, v in (own.get("kwargs") or {}).items()
+              if k not in ("learn_lambdas", "learn_scale", "init_scale", "lambda1")}
+        values = own.get("values") or {}
+        if "lambda2" in values:
+            kw["lambda2"] = values["lambda2"]  # as trained (learned when it was learnable)
+    kw.update(head_kwargs or {})
+    kw.pop("lambda1", None)
+    return kw
+
+
+def _build(name: str, kw: dict):
+    try:
+        return build_head(name, **kw)
+    except FewshotSparseError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"head {name!r}: {e}") from None
+
+
+@torch.no_grad()
+def _fit_point(data, name: str, kw: dict, lam: Optional[dict], tasks_per_batch: int,
+               device) -> SweepPoint:
+    """Fit head ``name`` on every episode of ``data``; ``lam`` {"lambda1": v} or
+    {"ratio": r} (per-task lambda1 = r * lambda_max), None for a reference head."""
+    fixed_l1 = lam.get("lambda1") if lam else None
+    head = _build(name, {**kw, **({"lambda1": fixed_l1} if fixed_l1 is not None else
+                                  {"lambda1": 1.0} if lam else {})}).to(device)
+    acc, used, lambdas = [], [], []
+    unconverged, t0 = 0, time.perf_counter()
+    n_way = int(data.support_labels.max()) + 1
+    for query, support, s_labels, q_labels in data.batches(tasks_per_batch, device):
+        if lam and "ratio" in lam:
+            l1 = lam["ratio"] * lambda_max(support, s_labels, n_way,
+                                           float(kw.get("lambda2", 1.0)),
+                                           float(kw.get("smoothing", 0.0)))
+            head.lambda1.assign(l1.double())
+            lambdas.append(l1.double().cpu())
+        elif fixed_l1 is not None:
+            lambdas.append(torch.full((support.shape[0],), fixed_l1, dtype=torch.float64))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # counted below
+            out = head(query, support, s_labels, n_way)
+        acc.append((out.logits.argmax(-1) == q_labels).double().mean(1).cpu())
+        used.append(out.active.double().sum(1).cpu())
+        if out.info is not None:
+            unconverged += int((~out.info.converged.bool()).sum())
+    acc_t, used_t = torch.cat(acc).numpy(), torch.cat(used).numpy()
+    mean, ci, std = mean_ci95(acc_t)
+    n_features = int(data.support.shape[-1])
+    return SweepPoint(
+        shot=data.shot, head=name, kind="path" if lam else "reference",
+        lambda1=fixed_l1, lambda_ratio=lam.get("ratio") if lam else None,
+        mean_lambda1=float(torch.cat(lambdas).mean()) if lambdas else None,
+        episodes=int(acc_t.size), accuracy=mean, ci95=ci, std=std,
+        active_fraction=float(np.mean(used_t) / n_features),
+        active_features=float(np.mean(used_t)), n_features=n_features,
+        unconverged=unconverged, seconds=round(time.perf_counter() - t0, 3))
+
+
+def _log_tensorboard(report: SweepReport, log_dir: Path) -> None:
+    logger = TBLogger(log_dir)
+    try:
+        steps: dict = {}
+        for p in report.points:
+            if p.kind == "path":
+                step = steps[p.shot] = steps.get(p.shot, -1) + 1
+                values = {"accuracy": p.accuracy, "active_fraction": p.active_fraction}
+                if p.mean_lambda1 is not None:
+                    values["lambda1"] = p.mean_lambda1
+                logger.scalars(f"sweep_{p.shot}shot", values, step)
+            else:
+                logger.scalars(f"reference_{p.shot}shot",
+                               {f"{p.head}_accuracy": p.accuracy,
+                                f"{p.head}_active_fraction": p.active_fraction}, 0)
+    finally:
+        logger.close()
+
+
+__all__ = ["REFERENCE_HEADS", "SweepPoint", "SweepReport", "sweep"]
