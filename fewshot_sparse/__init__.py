@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 # The Python API (fewshot_sparse/api.py), loaded on first use so that importing a low
 # layer such as ``fewshot_sparse.solvers`` does not pull in the whole engine.
 _API = ("prepare", "train", "evaluate", "feature_usage", "load_config", "run_demo",
-        "extract_features", "sweep", "predict")
+        "extract_features", "sweep", "predict", "episode_from_task", "episodes_from_tasks",
+        "train_on_tasks", "evaluate_tasks")
 
 
 def __getattr__(name):

@@ -24,10 +24,12 @@ from fewshot_sparse.apps.evaluate import evaluate
 from fewshot_sparse.apps.features import FeatureCache, extract_features
 from fewshot_sparse.apps.predict import Prediction, predict
 from fewshot_sparse.apps.sweep import SweepReport, sweep
+from fewshot_sparse.apps.tasks import evaluate_tasks, train_on_tasks
 from fewshot_sparse.apps.inspect import FeatureUsageReport, feature_usage
 from fewshot_sparse.config import Config, load_config
 from fewshot_sparse.data import prepare as _prepare
 from fewshot_sparse.data import read_manifest
+from fewshot_sparse.data.learn2learn import episode_from_task, episodes_from_tasks
 from fewshot_sparse.engine.report import EvalReport
 from fewshot_sparse.engine.train import train as _train
 from fewshot_sparse.identifiability.benchmark import run_identifiability
@@ -60,6 +62,7 @@ def prepared_summary(path) -> str:
 
 
 __all__ = ["Config", "EvalReport", "FeatureCache", "FeatureUsageReport", "Prediction",
-           "SweepReport", "evaluate", "extract_features", "feature_usage", "load_config",
+           "SweepReport", "episode_from_task", "episodes_from_tasks", "evaluate",
+           "evaluate_tasks", "extract_features", "feature_usage", "load_config",
            "predict", "prepare", "prepared_summary", "run_demo", "run_identifiability",
-           "sweep", "train"]
+           "sweep", "train", "train_on_tasks"]

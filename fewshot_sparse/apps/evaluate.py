@@ -88,8 +88,10 @@ def open_for_eval(checkpoint, *, data=None, head: HeadSpec = None,
     split_data = open_split(data, split)
     h, w, c = split_data.image_shape
     model_shape = model_input_shape(model, cfg, state)
-    normalize = input_transform((c, h, w), model_shape, make_normalizer(data, split_data, state),
-                                where=f"{data} [{split}]")
+    stats = make_normalizer(data, split_data, state,
+                            train_root=None if cfg is None else cfg.data.root,
+                            channels=None if model_shape is None else model_shape[0])
+    normalize = input_transform((c, h, w), model_shape, stats, where=f"{data} [{split}]")
     return EvalContext(model=model, config=cfg, checkpoint=path, name=name,
                        run_dir=None if path is None else run_dir_of(path),
                        data=Path(data), split=split_data, normalize=normalize,

@@ -116,21 +116,34 @@ def _build_head(name: str, kw: dict):
         raise ConfigError(f"head {name!r}: {e}") from None
 
 
-def make_normalizer(data, split_data, ckpt_state: Optional[dict] = None) -> Normalize:
+def make_normalizer(data, split_data, ckpt_state: Optional[dict] = None, *,
+                    train_root=None, channels: Optional[int] = None) -> Normalize:
     """The evaluation transform: per-channel (x - mean) / std with the statistics training
     used: the checkpoint's record of them (``normalize``, written by engine/train.py),
-    else those of the training split of the same prepared cache (the evaluated split's
-    when the cache has none)."""
+    else those of the training split at ``train_root`` (the cache the model was trained
+    on, when it is still there), else of the training split of ``data``, else of the
+    evaluated split. ``channels``: the model's input channels; statistics of another
+    channel count are averaged (3 -> 1) or repeated (1 -> 3), as the images are."""
     rec = (ckpt_state or {}).get("normalize")
     if isinstance(rec, dict) and "mean" in rec and "std" in rec:
-        return Normalize(rec["mean"], rec["std"])
-    stats = split_data
-    if data is not None and getattr(split_data, "split", None) != "train":
-        try:
-            stats = PreparedSplit(data, "train")
-        except DataError:
-            stats = split_data
-    return Normalize(stats.mean, stats.std)
+        mean, std = list(rec["mean"]), list(rec["std"])
+    else:
+        stats = split_data
+        for root in (train_root, data):
+            if root is None or getattr(split_data, "split", None) == "train" and root == data:
+                continue
+            try:
+                stats = PreparedSplit(root, "train")
+                break
+            except (DataError, OSError):
+                continue
+        mean, std = list(stats.mean), list(stats.std)
+    if channels is not None and len(mean) != channels:
+        if len(mean) == 3 and channels == 1:
+            mean, std = [sum(mean) / 3], [sum(std) / 3]
+        elif len(mean) == 1:
+            mean, std = mean * channels, std * channels
+    return Normalize(mean, std)
 
 
 def model_input_shape(model, cfg, ckpt_state: Optional[dict] = None) -> Optional[tuple]:

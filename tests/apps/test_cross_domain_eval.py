@@ -77,3 +77,20 @@ def test_shapes_that_cannot_be_converted_name_both():
     with pytest.raises(DataError, match=r"holds \(3, 40, 40\) inputs but the model takes "
                                         r"\(2, 16, 16\)"):
         input_transform((3, 40, 40), (2, 16, 16), None, where="the data")
+
+
+def test_checkpoint_without_records_falls_back_to_its_config(glyph_run, rgb_test_set, tmp_path):
+    # Checkpoints written before input_shape / normalize were recorded: the shape comes
+    # from the first convolution and data.image_size, the statistics from the training
+    # cache the config names (grey, while the evaluated images are RGB).
+    from fewshot_sparse.engine.checkpoint import read_checkpoint
+
+    run_dir, _ = glyph_run
+    state = read_checkpoint(run_dir / "last.pt")
+    for key in ("input_shape", "normalize", "data_hash"):
+        state.pop(key, None)
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    rep = evaluate(old, data=rgb_test_set, way=3, shots=[1], query=2, episodes=4,
+                   progress=False, print_table=False, out_dir=None)
+    assert rep.input_shape == [1, 16, 16] and rep.result(1).n_features == 8
