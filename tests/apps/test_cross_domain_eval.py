@@ -41,10 +41,10 @@ def test_eval_feeds_the_checkpoint_input_shape(glyph_run, rgb_test_set, tmp_path
     assert record["results"][0]["n_features"] == 8
 
 
-def test_same_shape_data_is_only_normalised(glyph_run):
+def test_same_shape_data_is_only_normalised(glyph_run, tmp_path):
     run_dir, cache = glyph_run
     rep = evaluate(run_dir, data=cache, way=3, shots=[1], query=2, episodes=2,
-                   progress=False, print_table=False, out_dir=None)
+                   progress=False, print_table=False, out_dir=tmp_path)
     assert rep.input_shape == rep.data_shape == [1, 16, 16]
     norm = Normalize([0.5], [0.25])
     assert input_transform((1, 16, 16), (1, 16, 16), norm) is norm
@@ -92,5 +92,5 @@ def test_checkpoint_without_records_falls_back_to_its_config(glyph_run, rgb_test
     old = tmp_path / "old.pt"
     torch.save(state, old)
     rep = evaluate(old, data=rgb_test_set, way=3, shots=[1], query=2, episodes=4,
-                   progress=False, print_table=False, out_dir=None)
+                   progress=False, print_table=False, out_dir=tmp_path / "eval")
     assert rep.input_shape == [1, 16, 16] and rep.result(1).n_features == 8

@@ -27,7 +27,7 @@ def cache32(glyph_run, tmp_path_factory):
                             dtype="float32", **KW)
 
 
-def test_cache_holds_the_encoder_features_of_the_eval_episodes(glyph_run, cache32):
+def test_cache_holds_the_encoder_features_of_the_eval_episodes(glyph_run, cache32, tmp_path):
     run_dir, data = glyph_run
     meta = cache32.meta
     assert cache32.shots == [1, 2] and meta["n_features"] == 8
@@ -38,7 +38,7 @@ def test_cache_holds_the_encoder_features_of_the_eval_episodes(glyph_run, cache3
     assert isinstance(shot.support, np.memmap)
     # The same episodes eval draws from this seed, encoded by the same model.
     fixed = FixedEpisodes.load(cache32.root / "2shot" / "episodes.npz")
-    rep = evaluate(run_dir, shots=[2], out_dir=None, print_table=False,
+    rep = evaluate(run_dir, shots=[2], out_dir=tmp_path, print_table=False,
                    episodes_dir=cache32.root / "2shot_eval", **KW)
     saved = FixedEpisodes.load(rep.result(2).episodes_file)
     np.testing.assert_array_equal(saved.indices, fixed.indices)
@@ -59,7 +59,8 @@ def test_sweep_never_runs_the_encoder_and_matches_eval(glyph_run, cache32, monke
     run_dir, _ = glyph_run
     ref = {lam: evaluate(run_dir, shots=[1, 2], head_kwargs={"lambda1": lam, "tol": 1e-5,
                                                              "max_iter": 5000},
-                         out_dir=None, print_table=False, **KW) for lam in (0.02, 0.5)}
+                         out_dir=tmp_path / f"eval{lam}", print_table=False, **KW)
+           for lam in (0.02, 0.5)}
 
     def no_encoder(*a, **k):
         raise AssertionError("the sweep ran the encoder")
