@@ -71,5 +71,7 @@ class HyperParameter(nn.Module):
         return v.exp() if self.log_space else v
 
     def extra_repr(self) -> str:
+        if self.raw.dim():
+            return f"{self.name}=<{self.raw.numel()} per-task values>, learnable=False"
         value = float(self.raw.detach().exp() if self.log_space else self.raw.detach())
         return f"{self.name}={value:g}, learnable={self.learnable}"

@@ -37,3 +37,14 @@ def test_sufficient_without_smoothing():
     lmax = lambda_max(support, labels, n, 1.0, 0.0)
     assert (active(support, labels, n, lmax * 1.001, 0.0) == 0).all()
     assert (active(support, labels, n, lmax * 0.3, 0.0) > 0).all()
+
+
+def test_per_task_lambda_assignment_is_for_fixed_lambdas_only():
+    head = build_head("group_lasso_svm", learn_lambdas=True)
+    with pytest.raises(ValueError, match="lambda1 is learnable"):
+        head.lambda1.assign(torch.tensor([0.1, 0.2]))
+    fixed = build_head("group_lasso_svm")
+    with pytest.raises(ValueError, match="must be >= 0"):
+        fixed.lambda1.assign(torch.tensor([0.1, -1.0]))
+    fixed.lambda1.assign(torch.tensor([0.1, 0.2]))
+    assert "2 per-task values" in repr(fixed)
