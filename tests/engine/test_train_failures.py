@@ -55,6 +55,19 @@ def fill(folder):
         os.close(fd)
 
 
+def test_checkpoint_on_a_real_full_disk(small_disk):
+    disk = small_disk("1m")
+    if disk is None:
+        pytest.skip("mounting a tmpfs is not permitted here (the simulated test covers it)")
+    small = torch.nn.Linear(3, 2)
+    path = save_checkpoint(disk / "best.pt", model=small, epoch=1, global_step=1, config={},
+                           encoder="conv4")
+    big = torch.nn.Linear(1000, 1000)  # 4 MB of weights: more than the disk holds
+    with pytest.raises(OutputError, match="best.pt: no space left on device"):
+        save_checkpoint(path, model=big, epoch=2, global_step=2, config={}, encoder="conv4")
+    assert read_checkpoint(path)["epoch"] == 1 and no_temporaries(disk)
+
+
 def test_resume_on_a_full_disk(small_disk, tiny_cache, capsys):
     disk = small_disk("2m")
     if disk is None:
