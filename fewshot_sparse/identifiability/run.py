@@ -56,7 +56,7 @@ def build_head_for(cfg: IdentifiabilityConfig, name: str, lambda1: Optional[floa
     if name == "group_lasso_svm":
         return build_head(name, lambda1=lambda1, lambda2=cfg.lambda2, tol=cfg.solver_tol,
                           max_iter=cfg.solver_max_iter, smoothing=cfg.solver_smoothing,
-                          learn_scale=cfg.learn_scale)
+                          method=cfg.solver_method, learn_scale=cfg.learn_scale)
     if name == "ridge":
         return build_head(name, lam=cfg.ridge_lambda, learn_scale=cfg.learn_scale)
     return build_head(name, learn_scale=cfg.learn_scale)

@@ -57,6 +57,10 @@ def test_world_flag_and_bad_values_name_the_key():
         load_identifiability_config("shapes", ["m=6"])
     with pytest.raises(ConfigError, match="task_supports"):
         load_identifiability_config("reduced", ["task_supports=99"])
+    with pytest.raises(ConfigError, match="^solver_method: "):
+        load_identifiability_config("reduced", ["solver_method=newton"])
+    cfg = load_identifiability_config("reduced")
+    assert cfg.solver_method == "ipm" and cfg.solver_tol <= 1e-4  # converged by default
 
 
 def test_cli_world_shapes(tmp_path, capsys):
