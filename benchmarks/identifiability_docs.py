@@ -92,11 +92,7 @@ def supports(out: str) -> None:
     print("\n".join(lines))
 
 
-# The shapes preset, and twice its training (300 steps of 6 tasks of 3-way 5-shot 4-query)
-# for the sparse head at lambda1 = 2 and ridge, with the interior-point solver at 1e-4.
-SHAPES = {"shapes": FISTA,
-          "longer": ["steps=300", "tasks_per_batch=6", "n_query=4", "lambda1_grid=[2]",
-                     "baselines=[\"ridge\"]"]}
+SHAPES = {"shapes": FISTA}
 
 
 def shapes(out: str, seeds, conditions=None) -> None:

@@ -78,7 +78,8 @@ PRESETS = {
                 "lambda1_grid": [0.0, 2.0], "baselines": ["ridge"], "steps": 30,
                 "tasks_per_batch": 8, "seeds": [0], "test_tasks": 32, "eval_points": 1000,
                 "solver_max_iter": 300},
-    # About 10 minutes of one CPU core (12 runs of about 40 s; an hour on 2 shared cores).
+    # About 67 minutes in one process on 2 cores shared with 4 other jobs (22 minutes with
+    # one process per seed); much less on an idle machine.
     "shapes": {"world": "shapes", "m": 7, "k": 2, "n_way": 3, "n_shot": 5, "n_query": 3,
                "conv_width": 16, "hidden": [64], "lambda1_grid": [0.0, 3.0],
                "steps": 150, "tasks_per_batch": 4, "test_tasks": 48, "eval_points": 1000},
