@@ -33,6 +33,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     check_inputs,
     check_lambdas,
     correlations,
+    dual_gradient,
     duality_gap,
     safe_groups,
     gap_from_scores,
@@ -155,7 +156,7 @@ class InteriorPointSolver:
             ridge = torch.where(system.ok, ridge, ridge * 1e4)
             alpha = step.alpha
             if K is None:  # piecewise-smooth gradient: full steps can oscillate across kinks
-                alpha = _backtrack(lambda b: evaluate(b)[0], beta, nu, z, g, step)
+                alpha = _backtrack(lambda b: dual_gradient(Xa, Yw, b, l1, l2, s), beta, nu, z, g, step)
             alpha = torch.where(done[:, None, None], torch.zeros_like(ridge), alpha)
             beta = beta + alpha * step.d_beta
             nu = nu + alpha * step.d_nu
@@ -221,8 +222,8 @@ def _merit(g: Tensor, beta: Tensor, nu: Tensor, z: Tensor) -> Tensor:
 def _backtrack(gradient, beta, nu, z, g, step: _Step, halvings: int = 4) -> Tensor:
     """The longest of alpha, alpha / 2, ..., alpha / 2^halvings whose point at most
     doubles the merit (docs/math.md, 6), or else the one with the least merit; chosen per
-    task with tensor ops (no host sync). Where f is smooth near the path the full step
-    passes and this costs ``halvings + 1`` gradient evaluations (two skinny products each)."""
+    task with tensor ops. Where the full step passes in every task (the usual case) this
+    costs one gradient (two skinny products) and one host sync; else ``halvings + 1``."""
     base = _merit(g, beta, nu, z)
     best_alpha, best_merit = torch.zeros_like(step.alpha), torch.full_like(base, float("inf"))
     chosen = torch.zeros_like(base, dtype=torch.bool)
@@ -234,6 +235,8 @@ def _backtrack(gradient, beta, nu, z, g, step: _Step, halvings: int = 4) -> Tens
         best_alpha = torch.where(accept | (~chosen & (m < best_merit)), a, best_alpha)
         best_merit = torch.where(accept | (~chosen & (m < best_merit)), m, best_merit)
         chosen = chosen | accept
+        if k == 0 and bool(chosen.all()):  # the usual case: one gradient, one sync
+            break
     return best_alpha
 
 
