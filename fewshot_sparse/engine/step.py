@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from fewshot_sparse.data.episodes import EpisodeBatch
 from fewshot_sparse.engine.convergence import solver_stats
 from fewshot_sparse.heads.output import HeadOutput
+from fewshot_sparse.solvers.info import SolverInfo
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -26,10 +27,18 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 def head_stats(out: HeadOutput) -> dict:
     """Sparsity and solver statistics of one head output, as plain floats
-    (``solver_iterations``: mean, ``gap_max``, ``unconverged``: 0 for closed-form heads)."""
-    stats = {"active_fraction": float(out.active.float().mean())}
-    info = out.info
-    s = None if info is None else solver_stats(info.iterations, info.gap, info.converged)
+    (``solver_iterations``: mean over tasks, ``gap_max``, ``unconverged``: 0 for
+    closed-form heads)."""
+    return usage_stats([out.active], [out.info])
+
+
+def usage_stats(actives: Sequence[torch.Tensor], infos: Sequence[Optional[SolverInfo]]) -> dict:
+    """``head_stats`` of several head outputs (the micro-batches of one batch) taken
+    together: one reduction over all their tasks."""
+    stats = {"active_fraction": float(torch.cat([a.float() for a in actives]).mean())}
+    s = None
+    if all(i is not None for i in infos):
+        s = solver_stats(*(torch.cat([getattr(i, k) for i in infos]) for k in ("iterations", "gap", "converged")))
     stats.update(solver_iterations=s["mean_iterations"] if s else 0.0,
                  gap_max=s["max_gap"] if s else 0.0,
                  unconverged=float(s["unconverged"]) if s else 0.0)
@@ -70,20 +79,6 @@ def split_batch(batch: EpisodeBatch, k: int) -> list[EpisodeBatch]:
                     factors=part(batch.factors, i)) for i in range(k)]
 
 
-def _merge_stats(parts: list[dict], weights: list[float]) -> dict:
-    """Per-micro-batch head statistics -> one batch's (max gap, summed counts)."""
-    out = {}
-    for key in parts[0]:
-        values = [p[key] for p in parts]
-        if key == "gap_max":
-            out[key] = max(values)
-        elif key == "unconverged":
-            out[key] = float(sum(values))
-        else:
-            out[key] = float(sum(w * v for w, v in zip(weights, values)))
-    return out
-
-
 def meta_train_step(model: torch.nn.Module, batch: EpisodeBatch,
                     optimizer: torch.optim.Optimizer, *, label_smoothing: float = 0.0,
                     augment: Optional[Callable[[EpisodeBatch], EpisodeBatch]] = None,
@@ -109,7 +104,7 @@ def meta_train_step(model: torch.nn.Module, batch: EpisodeBatch,
     micro = split_batch(batch, accumulate) if accumulate != 1 else [batch]
     total = batch.query_labels.numel()
     optimizer.zero_grad(set_to_none=True)
-    loss_sum, correct_sum, parts, weights = 0.0, 0.0, [], []
+    loss_sum, correct_sum, parts = 0.0, 0.0, []
     no_sync = getattr(model, "no_sync", None)  # DDP: all-reduce on the last backward only
     for i, mb in enumerate(micro):
         last = i == len(micro) - 1
@@ -123,9 +118,8 @@ def meta_train_step(model: torch.nn.Module, batch: EpisodeBatch,
             (loss * share).backward()
         loss_sum += share * float(loss.detach())
         correct_sum += float(correct.float().sum())
-        parts.append(head_stats(out))
-        weights.append(mb.n_tasks / batch.n_tasks)
+        parts.append((out.active.detach(), out.info))
     optimizer.step()
     stats = {"loss": loss_sum, "accuracy": correct_sum / total}
-    stats.update(_merge_stats(parts, weights))
+    stats.update(usage_stats(*zip(*parts)))
     return stats

@@ -11,14 +11,13 @@ and types are checked with the project's ``config.coerce_value``; values by
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from fewshot_sparse.config import coerce_value, read_json_object
+from fewshot_sparse.config import coerce_value, parse_value, read_json_object, split_assignment
 from fewshot_sparse.errors import ConfigError
 
 WORLDS = ("synthetic", "shapes")
@@ -103,16 +102,6 @@ def _apply(cfg: IdentifiabilityConfig, data: dict, where: str) -> Identifiabilit
     return dataclasses.replace(cfg, **changes)
 
 
-def _parse_override(text: str):
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {text!r} is not of the form key=value")
-    try:
-        return key.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip(), value
-
-
 def load_identifiability_config(config=None, overrides: Sequence[str] = ()) -> IdentifiabilityConfig:
     """See the module docstring. Unknown keys, wrong types or bad values raise ConfigError."""
     if isinstance(config, IdentifiabilityConfig):
@@ -139,7 +128,8 @@ def load_identifiability_config(config=None, overrides: Sequence[str] = ()) -> I
             raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
         cfg = _apply(_apply(IdentifiabilityConfig(), PRESETS[preset], "preset"), data, where)
     for text in overrides:
-        key, value = _parse_override(text)
+        key, value_text = split_assignment(text, "override", "key=value")
+        value = parse_value(value_text)
         cfg = _apply(cfg, {key: value}, "override")
     check_identifiability_config(cfg)
     return cfg
