@@ -7,24 +7,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 from fewshot_sparse.analysis.figures import _plt
+from fewshot_sparse.files import atomic_write_bytes
 
 COLUMNS = ("shot", "head", "kind", "lambda1", "lambda_ratio", "mean_lambda1", "episodes",
            "accuracy", "ci95", "std", "active_fraction", "active_features", "n_features",
            "unconverged", "seconds")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def sweep_csv(report: dict) -> str:
@@ -73,13 +63,13 @@ def save_sweep(report: dict, out_dir) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"csv": out / "sweep.csv", "json": out / "sweep.json", "png": out / "sweep.png"}
-    _write_atomic(files["csv"], sweep_csv(report).encode())
+    atomic_write_bytes(files["csv"], sweep_csv(report).encode())
     record = {**report, "files": {k: str(v) for k, v in files.items()}}
-    _write_atomic(files["json"], (json.dumps(record, indent=1) + "\n").encode())
+    atomic_write_bytes(files["json"], (json.dumps(record, indent=1) + "\n").encode())
     fig = sweep_figure(report)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
-    _write_atomic(files["png"], buf.getvalue())
+    atomic_write_bytes(files["png"], buf.getvalue())
     _plt().close(fig)
     return {k: str(v) for k, v in files.items()}
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -32,6 +31,7 @@ from fewshot_sparse.engine.device import resolve_device
 from fewshot_sparse.engine.loading import (HeadSpec, load_model, model_input_shape,
                                            replace_head)
 from fewshot_sparse.errors import DataError
+from fewshot_sparse.files import atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -198,16 +198,6 @@ def predict(checkpoint, support, query, *, head: HeadSpec = None,
     return pred
 
 
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write(pred: Prediction, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
@@ -216,8 +206,8 @@ def _write(pred: Prediction, out: Path) -> dict:
     for f, p, s in zip(pred.files, pred.predicted, pred.scores):
         w.writerow([f, p] + s)
     files = {"csv": str(out / "predictions.csv"), "json": str(out / "predictions.json")}
-    _atomic(out / "predictions.csv", buf.getvalue())
-    _atomic(out / "predictions.json",
+    atomic_write_text(out / "predictions.csv", buf.getvalue())
+    atomic_write_text(out / "predictions.json",
             json.dumps({**pred.to_dict(), "files_written": files}, indent=1) + "\n")
     return files
 
