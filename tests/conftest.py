@@ -69,3 +69,20 @@ def glyphs16(tmp_path_factory):
     prepare("glyphs", None, out, image_size=16, glyph_instances=12, glyph_max_classes=12,
             progress=False)
     return out
+
+
+@pytest.fixture
+def read_only_folder(small_disk, tmp_path):
+    """A read-only folder: a read-only tmpfs where mounting is permitted, else a chmod 555
+    folder (skipped as root, who ignores permissions); its mode is restored afterwards."""
+    disk = small_disk("1m", readonly=True)
+    if disk is None:
+        if os.geteuid() == 0:
+            pytest.skip("root ignores permissions and mounting is not permitted")
+        disk = tmp_path / "ro"
+        disk.mkdir()
+        disk.chmod(0o555)
+    yield disk
+    if not os.path.ismount(disk):
+        disk.chmod(0o755)
+

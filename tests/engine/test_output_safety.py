@@ -2,7 +2,6 @@
 cannot be written is reported (one line) before the work is done."""
 
 import json
-import os
 
 import pytest
 
@@ -87,19 +86,8 @@ def test_inspect_refuses_other_settings_and_foreign_files(ckpt, tmp_path):
     assert (mine / "summary.txt").read_text() == "my summary"
 
 
-def read_only_folder(small_disk, tmp_path):
-    disk = small_disk("1m", readonly=True)
-    if disk is None:
-        if os.geteuid() == 0:
-            pytest.skip("root ignores permissions and mounting is not permitted")
-        disk = tmp_path / "ro"
-        disk.mkdir()
-        disk.chmod(0o555)
-    return disk
-
-
-def test_eval_and_inspect_into_read_only_folder(ckpt, small_disk, tmp_path, capsys):
-    ro = read_only_folder(small_disk, tmp_path)
+def test_eval_and_inspect_into_read_only_folder(ckpt, read_only_folder, capsys):
+    ro = read_only_folder
     common = ["--checkpoint", str(ckpt), "--way", "3", "--shot", "1", "--query", "2",
               "--episodes", "2", "--quiet", "--device", "cpu"]
     for cmd in ("eval", "inspect"):
