@@ -26,11 +26,13 @@ import torch
 from torch import Tensor
 
 
-def _ridged(M: Tensor, ridge: Tensor) -> Tensor:
-    """M + ridge * max diag(M) * I, batched over the leading dimension."""
-    scale = torch.diagonal(M, dim1=-2, dim2=-1).amax(-1)[..., None, None]
-    eye = torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)
-    return M + (ridge * scale) * eye
+def _add_to_diagonal(M: Tensor, d: Tensor, ridge: Tensor) -> Tensor:
+    """M += diag(d), then += ridge * max diag(M) * I, in place on a fresh M [..., n, n];
+    d [..., n], ridge broadcastable to [..., 1]."""
+    diag = M.diagonal(dim1=-2, dim2=-1)
+    diag.add_(d)
+    diag.add_(ridge * diag.amax(-1, keepdim=True))
+    return M
 
 
 class KroneckerSystem:
@@ -40,8 +42,8 @@ class KroneckerSystem:
     def __init__(self, A: Tensor, d: Tensor, ridge: Tensor):
         B, S, W = d.shape
         self.shape = (B, S, W)
-        Mc = A[:, None] + torch.diag_embed(d.transpose(1, 2))  # [B, W, S, S]
-        Lc, info = torch.linalg.cholesky_ex(_ridged(Mc, ridge[:, :, :, None]))
+        Mc = A[:, None].expand(B, W, S, S).clone()  # [B, W, S, S]
+        Lc, info = torch.linalg.cholesky_ex(_add_to_diagonal(Mc, d.transpose(1, 2), ridge))
         eye = torch.eye(S, dtype=A.dtype, device=A.device).expand(B, W, S, S)
         self.Lc = Lc
         self.C = torch.linalg.solve_triangular(Lc, eye, upper=False)  # [B, W, S, S]
@@ -66,10 +68,7 @@ class DenseSystem:
         B, S, W = d.shape
         n = S * W
         self.shape = (B, S, W)
-        diag = H.diagonal(dim1=1, dim2=2)
-        diag.add_(d.reshape(B, n))
-        diag.add_(ridge[:, :, 0] * diag.amax(-1, keepdim=True))
-        L, info = torch.linalg.cholesky_ex(H)
+        L, info = torch.linalg.cholesky_ex(_add_to_diagonal(H, d.reshape(B, n), ridge[:, :, 0]))
         E_t = torch.eye(S, dtype=H.dtype, device=H.device).repeat_interleave(W, 0).expand(B, n, S)
         self.L = L
         self.C = torch.linalg.solve_triangular(L, E_t, upper=False)  # [B, n, S]

@@ -7,7 +7,7 @@ import torch
 
 from cvx_glsvm import lambda1_max, solve_primal
 from fewshot_sparse.encoders import build_encoder
-from fewshot_sparse.solvers.group_lasso_dual import correlations, dual_weights, safe_groups
+from fewshot_sparse.solvers.group_lasso_dual import correlations, dual_weights, kkt_residual, safe_groups
 from fewshot_sparse.solvers.group_lasso_newton import kkt_solve, kkt_solve_kronecker
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 from solver_checks import check_against_cvxpy, lambda1_all_off, make_task
@@ -164,3 +164,14 @@ def test_gap_safe_screening_only_discards_groups_that_are_zero_at_the_optimum():
     assert int(screened.sum()) >= 10
     assert torch.from_numpy(W_star)[screened].norm(dim=-1).max() < 1e-6
     check_against_cvxpy(X, Y, l1, l2, s, methods=("ipm",))
+
+
+def test_kkt_residual_vanishes_only_at_the_solution():
+    """The projected fixed-point residual: zero at the solution, not at the start beta = Y."""
+    X, Y = relu_task(15, 12, 20, 3, batch=2)
+    l1 = torch.tensor([0.0, 0.3]) * lambda1_all_off(X, Y)
+    l1t, l2t = l1.reshape(2, 1, 1), torch.ones(2, 1, 1)
+    beta, info = GroupLassoSVMDual(tol=1e-12).run(X, Y, l1, 1.0)
+    assert info.converged.all()
+    assert (kkt_residual(X, Y, beta, l1t, l2t, 0.0) < 1e-6).all()
+    assert (kkt_residual(X, Y, Y, l1t, l2t, 0.0) > 1e-2).all()
