@@ -52,6 +52,9 @@ def add_job_parsers(sub, add_eval_args) -> None:
                         "'none' for none)")
     s.add_argument("--shot", type=int_list, default=None, help="shots to sweep (default: all)")
     s.add_argument("--tasks-per-batch", type=int, default=100)
+    s.add_argument("--no-warm-start", action="store_true",
+                   help="solve every grid point from the solver's own start (default: "
+                        "from the previous point's solution on the same episodes)")
     s.add_argument("--out", default=None, help="output folder (default <features>/sweep)")
     s.add_argument("--device", default="auto")
     s.add_argument("--quiet", action="store_true", help="no per-point lines")
@@ -96,7 +99,7 @@ def cmd_sweep(a) -> int:
                  lambda_ratio_grid=a.lambda_ratio_grid,
                  head_kwargs=parse_assignments(a.head_set), reference_heads=refs,
                  shots=a.shot, tasks_per_batch=a.tasks_per_batch, device=a.device,
-                 out_dir=a.out, progress=not a.quiet)
+                 out_dir=a.out, progress=not a.quiet, warm_start=not a.no_warm_start)
     return 0
 
 

@@ -14,7 +14,7 @@ from fewshot_sparse.files import atomic_write_bytes
 
 COLUMNS = ("shot", "head", "kind", "lambda1", "lambda_ratio", "mean_lambda1", "episodes",
            "accuracy", "ci95", "std", "active_fraction", "active_features", "n_features",
-           "unconverged", "seconds")
+           "unconverged", "iterations_mean", "iterations_max", "seconds")
 
 
 def sweep_csv(report: dict) -> str:

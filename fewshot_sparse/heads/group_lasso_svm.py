@@ -12,6 +12,8 @@ solved for all B tasks at once by the batched dual solver
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor, nn
 
 from fewshot_sparse.heads.common import HyperParameter, active_rows, one_hot, solve_dtype
@@ -19,6 +21,20 @@ from fewshot_sparse.heads.output import HeadOutput
 from fewshot_sparse.heads.validation import check_head_inputs, check_nonnegative
 from fewshot_sparse.implicit.group_lasso_svm_grad import group_lasso_svm_fit
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
+
+
+def _warm_start(beta0: Optional[Tensor], labels: Tensor, n_way: int, dtype, device) -> Optional[Tensor]:
+    """Check a warm start (an earlier ``HeadOutput.beta``) against the episodes' shape."""
+    if beta0 is None:
+        return None
+    expected = (*labels.shape, n_way)
+    if not isinstance(beta0, Tensor) or tuple(beta0.shape) != expected:
+        got = f"shape {tuple(beta0.shape)}" if isinstance(beta0, Tensor) else type(beta0).__name__
+        raise ValueError(f"beta0 must be [B, S, n_way] = {list(expected)} (an earlier "
+                         f"HeadOutput.beta of the same episodes), got {got}")
+    if not bool(beta0.isfinite().all()):
+        raise ValueError("beta0 (the warm start) holds NaN or inf values")
+    return beta0.detach().to(dtype=dtype, device=device)
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -44,6 +60,9 @@ class GroupLassoSVMHead(nn.Module):
     bfloat16 features are cast up); outputs are in that dtype. ``active`` marks the
     features with a non-zero weight row; ``info`` is the solver's per-task report
     (iterations, gap, converged): the head never warns, its callers aggregate ``info``.
+    ``beta`` is the dual solution [B, S, W] (detached); pass it back as ``beta0=`` to
+    warm-start the same episodes at nearby hyperparameters (the lambda path,
+    apps/sweep.py): a start that already meets ``tol`` is returned after 0 iterations.
     The module holds hyperparameters only, never a support set.
     """
 
@@ -72,20 +91,24 @@ class GroupLassoSVMHead(nn.Module):
         self.solver = GroupLassoSVMDual(tol=tol, max_iter=max_iter, smoothing=smoothing, method=method)
         self.mode = mode
 
-    def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> HeadOutput:
+    def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int,
+                beta0: Optional[Tensor] = None) -> HeadOutput:
         check_head_inputs(query, support, support_labels, n_way)
         dtype, device = solve_dtype(support.dtype), support.device
+        beta0 = _warm_start(beta0, support_labels, n_way, dtype, device)
         X, q = support.to(dtype), query.to(dtype)
-        weights, _, info = group_lasso_svm_fit(
+        weights, beta, info = group_lasso_svm_fit(
             X,
             one_hot(support_labels, n_way, dtype),
             self.lambda1(dtype, device),
             self.lambda2(dtype, device),
             self.solver,
             mode=self.mode,
+            beta0=beta0,
         )
         logits = self.scale(dtype, device) * (q @ weights)
-        return HeadOutput(logits=logits, weights=weights, active=active_rows(weights), info=info)
+        return HeadOutput(logits=logits, weights=weights, active=active_rows(weights), info=info,
+                          beta=beta.detach())
 
     def extra_repr(self) -> str:
         s = self.solver

@@ -18,9 +18,12 @@ class HeadOutput:
     weights [B, D, W]  the fitted linear classifier (prototypes for ProtoNet)
     active  [B, D]     bool, the features the task uses (non-zero weight row)
     info    the solver's per-task report, or None for closed-form heads
+    beta    [B, S, W]  the dual solution (group-Lasso SVM heads; None for the others),
+            detached: ``head(..., beta0=out.beta)`` warm-starts the same episodes
     """
 
     logits: torch.Tensor
     weights: torch.Tensor
     active: torch.Tensor
     info: Optional[SolverInfo] = None
+    beta: Optional[torch.Tensor] = None
