@@ -42,9 +42,10 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     scores_from_correlations,
     task_param,
 )
-from fewshot_sparse.solvers.group_lasso_newton import dual_hessian, face_newton_step
+from fewshot_sparse.solvers.dual_hessian import hessian_factors
+from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo
-from fewshot_sparse.solvers.ipm_systems import DenseSystem, KroneckerSystem
+from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 WORK = torch.float64
@@ -151,7 +152,7 @@ class InteriorPointSolver:
             if K is not None:
                 system = KroneckerSystem(A, z / beta, ridge)
             else:
-                system = DenseSystem(dual_hessian(Xa, Yw, beta, l1, l2, s, V=V), z / beta, ridge)
+                system = NullSpaceSystem(hessian_factors(Xa, Yw, beta, l1, l2, s, V=V), z / beta, ridge)
             step = _newton_direction(system, beta, z, g + nu - z)
             ridge = torch.where(system.ok, ridge, ridge * 1e4)
             alpha = step.alpha
@@ -219,7 +220,7 @@ def _merit(g: Tensor, beta: Tensor, nu: Tensor, z: Tensor) -> Tensor:
     return (g + nu - z).abs().amax((1, 2), keepdim=True) + (beta * z).mean((1, 2), keepdim=True)
 
 
-def _backtrack(gradient, beta, nu, z, g, step: _Step, halvings: int = 4) -> Tensor:
+def _backtrack(gradient, beta, nu, z, g, step: _Step, halvings: int = 8) -> Tensor:
     """The longest of alpha, alpha / 2, ..., alpha / 2^halvings whose point at most
     doubles the merit (docs/math.md, 6), or else the one with the least merit; chosen per
     task with tensor ops. Where the full step passes in every task (the usual case) this
@@ -235,7 +236,7 @@ def _backtrack(gradient, beta, nu, z, g, step: _Step, halvings: int = 4) -> Tens
         best_alpha = torch.where(accept | (~chosen & (m < best_merit)), a, best_alpha)
         best_merit = torch.where(accept | (~chosen & (m < best_merit)), m, best_merit)
         chosen = chosen | accept
-        if k == 0 and bool(chosen.all()):  # the usual case: one gradient, one sync
+        if bool(chosen.all()):  # usually at k = 0: one gradient, one sync
             break
     return best_alpha
 

@@ -1,7 +1,6 @@
-"""The dual's second-order structure (docs/math.md, 6-7): the generalized Hessian, built on
-the active feature groups only, and the reduced KKT solve on a face of the simplices.
-Used by the interior-point solver (Newton systems), the face-Newton polish of both
-algorithms and the implicit gradient."""
+"""The reduced KKT solve on a face of the simplices (docs/math.md, 6-7), with the
+generalized Hessian of dual_hessian.py: used by the face-Newton polish of both algorithms
+and by the implicit gradient."""
 
 from __future__ import annotations
 
@@ -10,65 +9,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.group_lasso_dual import correlations, dual_gradient, gram, lipschitz_constant
+from fewshot_sparse.solvers.dual_hessian import dual_hessian
+from fewshot_sparse.solvers.group_lasso_dual import dual_gradient, gram, lipschitz_constant
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
-
-
-def dual_hessian(
-    X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float,
-    gram: Optional[Tensor] = None, V: Optional[Tensor] = None,
-) -> Tensor:
-    """Hessian of the dual objective f at beta, [B, S W, S W] (index i * W + c), built on the
-    active groups only (docs/math.md, 7):
-
-        H = (1 / lambda2) [ sum_{j in A} (x_j x_j^T) kron M_j ] + (s / lambda2) I,
-        M_j = a_j I + b_j v^_j v^_j^T,  a_j = 1 - lambda1 / ||v_j||,  b_j = lambda1 / ||v_j||.
-
-    The a-part is (X diag(a) X^T) kron I (one S x S Gram matrix); the rank-one b-parts are
-    gathered on the active features only (padded to the largest active count in the batch).
-    ``gram`` = X X^T may be passed when lambda1 = 0 in every task (then a = 1, b = 0);
-    ``V`` = X^T (Y - beta) when the caller has it already. The matrix is assembled in X's
-    dtype (the D-long contractions) and returned in beta's dtype.
-    """
-    B, S, D = X.shape
-    W = Y.shape[-1]
-    out = beta.dtype
-    l2 = l2.to(out)
-    if gram is not None:
-        return _assemble(gram.to(out) / l2, None, l2, smoothing, W)
-    V = correlations(X, Y - beta) if V is None else V  # [B, D, W]
-    n = torch.linalg.vector_norm(V, dim=-1)  # [B, D]
-    lam = l1[:, :, 0].to(X.dtype)  # [B, 1]
-    active = (n > lam) | (lam <= 0)
-    n_safe = torch.where(n > 0, n, torch.ones_like(n))
-    b = torch.where(active, lam / n_safe, torch.zeros_like(n))
-    a = torch.where(active, 1.0 - b, torch.zeros_like(n))
-    Ka = torch.bmm(X * a[:, None, :], X.transpose(1, 2)).to(out) / l2  # [B, S, S]
-    rank_one = active & (b > 0)
-    m = int(rank_one.sum(-1).max()) if rank_one.numel() else 0  # the padding size: one sync
-    ZZt = None
-    if m > 0:
-        order = torch.argsort(rank_one.to(torch.int8), dim=-1, descending=True, stable=True)[:, :m]
-        sb = torch.sqrt(torch.gather(b, 1, order))  # zero on padding
-        Vh = torch.gather(V, 1, order[..., None].expand(B, m, W)) / torch.gather(n_safe, 1, order)[..., None]
-        Xg = torch.gather(X, 2, order[:, None, :].expand(B, S, m))  # [B, S, m]
-        # Z[b, i, c, j] = X_ij sqrt(b_j) vhat_jc, so Z Z^T = sum_j b_j (x_j x_j^T) kron (vhat_j vhat_j^T)
-        Z = (Xg[:, :, None, :] * (sb[:, :, None] * Vh).transpose(1, 2)[:, None, :, :]).reshape(B, S * W, m)
-        ZZt = torch.bmm(Z, Z.transpose(1, 2)).to(out) / l2
-    return _assemble(Ka, ZZt, l2, smoothing, W)
-
-
-def _assemble(Ka: Tensor, rank_part: Optional[Tensor], l2: Tensor, smoothing: float, W: int) -> Tensor:
-    """H = Ka kron I_W + rank_part + (s / lambda2) I, written in place: Ka [B, S, S] goes on
-    the class diagonal of each (i, k) block (H[i, c, k, c] = Ka[i, k])."""
-    B, S, _ = Ka.shape
-    n = S * W
-    H = torch.zeros(B, n, n, dtype=Ka.dtype, device=Ka.device) if rank_part is None else rank_part
-    H.view(B, S, W, S, W).diagonal(dim1=2, dim2=4).add_(Ka[..., None])
-    if smoothing > 0:
-        H.diagonal(dim1=1, dim2=2).add_((smoothing / l2)[:, :, 0])
-    return H
 
 
 def _project_free(M: Tensor, free: Tensor) -> Tensor:

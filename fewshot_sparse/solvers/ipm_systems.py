@@ -3,16 +3,17 @@
 
     (H + diag(d)) d_beta + E^T d_nu = r,     E d_beta = 0,
 
-where E sums each row of beta [S, W] over its W classes and d = z / beta > 0. Both forms
-eliminate d_beta and solve the S x S Schur complement E M^-1 E^T for d_nu.
+where E sums each row of beta [S, W] over its W classes and d = z / beta > 0.
 
 ``KroneckerSystem``: lambda1 = 0, where H = (K kron I_W) / lambda2 [+ s / lambda2 I]
 couples support points only within one class. In class-major order M is block diagonal
 with W blocks K / lambda2 + diag(d_c) of size S, so a Newton step costs W S^3 instead
-of (S W)^3: 25x less at 5 ways.
+of (S W)^3: 25x less at 5 ways; d_beta is eliminated and the S x S Schur complement
+E M^-1 E^T gives d_nu.
 
-``DenseSystem``: lambda1 > 0, where the rank-one parts of the generalized Hessian couple
-the classes; one dense (S W) x (S W) Cholesky.
+``NullSpaceSystem``: lambda1 > 0, where the rank-one parts of the generalized Hessian
+couple the classes; E d_beta = 0 is eliminated by a basis of its null space, leaving one
+dense S (W-1) x S (W-1) Cholesky.
 
 A factorisation that fails (not numerically positive definite) is reported per task in
 ``ok``; the caller then leaves that task in place and retries with a larger ridge.
@@ -20,6 +21,8 @@ A factorisation that fails (not numerically positive definite) is reported per t
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Tuple
 
 import torch
@@ -37,48 +40,71 @@ def _add_to_diagonal(M: Tensor, d: Tensor, ridge: Tensor) -> Tensor:
 
 class KroneckerSystem:
     """A [B, S, S] (K / lambda2 + s / lambda2 I), d [B, S, W], ridge [B, 1, 1]. Per class c,
-    M_c = L_c L_c^T and C_c = L_c^-1; the Schur complement is sum_c C_c^T C_c."""
+    M_c = L_c L_c^T; the Schur complement is sum_c M_c^-1."""
 
     def __init__(self, A: Tensor, d: Tensor, ridge: Tensor):
         B, S, W = d.shape
-        self.shape = (B, S, W)
         Mc = A[:, None].expand(B, W, S, S).clone()  # [B, W, S, S]
         Lc, info = torch.linalg.cholesky_ex(_add_to_diagonal(Mc, d.transpose(1, 2), ridge))
-        eye = torch.eye(S, dtype=A.dtype, device=A.device).expand(B, W, S, S)
-        self.Lc = Lc
-        self.C = torch.linalg.solve_triangular(Lc, eye, upper=False)  # [B, W, S, S]
-        Ls, info_s = torch.linalg.cholesky_ex((self.C.transpose(-1, -2) @ self.C).sum(1))  # E M^-1 E^T
-        self.Ls = Ls
+        Ls, info_s = torch.linalg.cholesky_ex(torch.cholesky_inverse(Lc).sum(1))  # E M^-1 E^T
+        self.Lc, self.Ls = Lc, Ls
         self.ok = ((info == 0).all(1) & (info_s == 0)).reshape(B, 1, 1)
 
     def solve(self, r: Tensor) -> Tuple[Tensor, Tensor]:
         """r [B, S, W] -> (d_beta [B, S, W], d_nu [B, S, 1])."""
-        y = self.C @ r.transpose(1, 2)[..., None]  # L_c^-1 r_c  [B, W, S, 1]
-        d_nu = torch.cholesky_solve((self.C.transpose(-1, -2) @ y).sum(1), self.Ls)  # [B, S, 1]
-        d_beta = self.C.transpose(-1, -2) @ (y - self.C @ d_nu[:, None])
+        rc = r.transpose(1, 2)[..., None]  # [B, W, S, 1]
+        d_nu = torch.cholesky_solve(torch.cholesky_solve(rc, self.Lc).sum(1), self.Ls)  # [B, S, 1]
+        d_beta = torch.cholesky_solve(rc - d_nu[:, None], self.Lc)
         return d_beta[..., 0].transpose(1, 2), d_nu
 
 
-class DenseSystem:
-    """H [B, S W, S W] (index i * W + c; overwritten), d [B, S, W], ridge [B, 1, 1]. With
-    M = L L^T and C = L^-1 E^T, the Schur complement is C^T C and a solve needs two
-    triangular solves with one right-hand side."""
+class NullSpaceSystem:
+    """lambda1 > 0, H from its factors (dual_hessian.py), d [B, S, W], ridge [B, 1, 1].
 
-    def __init__(self, H: Tensor, d: Tensor, ridge: Tensor):
+    E d_beta = 0 says that each row of d_beta sums to zero: d_beta = y N^T with N [W, W-1]
+    an orthonormal basis of the sum-zero vectors, and the projected system
+
+        R y = N^T r,    R = N^T (H + diag(d)) N = Ka kron I_(W-1) + Zr Zr^T + blocks_i(N^T diag(d_i) N)
+
+    has S (W-1) unknowns (Zr = Z N: G becomes G N). One Cholesky of that size replaces the
+    (S W)-sized one plus the S x S Schur complement: about 3x fewer flops at 5 ways. Then
+    E^T d_nu = r - M d_beta, whose rows are constant: d_nu is their mean."""
+
+    def __init__(self, factors, d: Tensor, ridge: Tensor):
         B, S, W = d.shape
-        n = S * W
-        self.shape = (B, S, W)
-        L, info = torch.linalg.cholesky_ex(_add_to_diagonal(H, d.reshape(B, n), ridge[:, :, 0]))
-        E_t = torch.eye(S, dtype=H.dtype, device=H.device).repeat_interleave(W, 0).expand(B, n, S)
-        self.L = L
-        self.C = torch.linalg.solve_triangular(L, E_t, upper=False)  # [B, n, S]
-        Ls, info_s = torch.linalg.cholesky_ex(self.C.transpose(1, 2) @ self.C)
-        self.Ls = Ls
-        self.ok = ((info == 0) & (info_s == 0)).reshape(B, 1, 1)
+        k = W - 1
+        self.factors, self.d, self.N = factors, d, sum_zero_basis(W, d.dtype, d.device)
+        if factors.Xg is None:
+            R = torch.zeros(B, S * k, S * k, dtype=d.dtype, device=d.device)
+        else:
+            Xg, GN = factors.Xg, factors.G @ self.N.to(factors.G.dtype)  # [B, m, k]
+            Zr = (Xg[:, :, None, :] * GN.transpose(1, 2)[:, None, :, :]).reshape(B, S * k, Xg.shape[-1])
+            R = torch.bmm(Zr, Zr.transpose(1, 2)).to(d.dtype)
+        R5 = R.view(B, S, k, S, k)
+        R5.diagonal(dim1=2, dim2=4).add_(factors.Ka[..., None])  # Ka kron I
+        barrier = torch.einsum("wa,bsw,wc->bacs", self.N, d, self.N)  # N^T diag(d_i) N, per row i
+        R5.diagonal(dim1=1, dim2=3).add_(barrier)
+        L, info = torch.linalg.cholesky_ex(_add_to_diagonal(R, factors.shift[:, :, 0], ridge[:, :, 0]))
+        self.L, self.ok = L, (info == 0).reshape(B, 1, 1)
 
     def solve(self, r: Tensor) -> Tuple[Tensor, Tensor]:
-        B, S, W = self.shape
-        y = torch.linalg.solve_triangular(self.L, r.reshape(B, S * W, 1), upper=False)
-        d_nu = torch.cholesky_solve(self.C.transpose(1, 2) @ y, self.Ls)
-        d_beta = torch.linalg.solve_triangular(self.L.transpose(1, 2), y - self.C @ d_nu, upper=True)
-        return d_beta.reshape(B, S, W), d_nu
+        B, S, W = self.d.shape
+        y = torch.cholesky_solve((r @ self.N).reshape(B, S * (W - 1), 1), self.L)
+        d_beta = y.reshape(B, S, W - 1) @ self.N.T
+        d_nu = (r - self.factors.matvec(d_beta) - self.d * d_beta).mean(-1, keepdim=True)
+        return d_beta, d_nu
+
+
+@functools.lru_cache(maxsize=None)
+def _helmert(W: int) -> Tensor:
+    N = torch.zeros(W, W - 1, dtype=torch.float64)
+    for k in range(1, W):  # column k: (1, ..., 1, -k, 0, ...) / sqrt(k (k + 1)), k ones
+        N[:k, k - 1] = 1.0
+        N[k, k - 1] = -float(k)
+        N[:, k - 1] /= math.sqrt(k * (k + 1))
+    return N
+
+
+def sum_zero_basis(W: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An orthonormal basis [W, W - 1] of {u in R^W : sum(u) = 0} (Helmert's columns)."""
+    return _helmert(W).to(dtype=dtype, device=device)

@@ -1,0 +1,95 @@
+"""The dual's generalized Hessian (docs/math.md, 7), kept in factored form.
+
+    H = Ka kron I_W + Z Z^T + shift I,      Ka = X diag(a) X^T / lambda2,
+    Z[(i, c), j] = Xg[i, j] G[j, c],        G[j] = sqrt(b_j / lambda2) vhat_j,
+
+over the active groups j (a_j = 1 - lambda1 / ||v_j||, b_j = lambda1 / ||v_j||; a = 1,
+b = 0 for lambda1 = 0) and shift = s / lambda2. The factors cost one S x S Gram matrix
+and a gather of the m groups with b_j > 0; the Newton systems (ipm_systems.py) build their
+matrices from them, the face KKT solves (group_lasso_newton.py) from ``dense``, and
+``matvec`` is a Hessian-vector product with two skinny products."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from fewshot_sparse.solvers.group_lasso_dual import correlations
+
+
+@dataclass
+class HessianFactors:
+    """Ka [B, S, S] and shift [B, 1, 1] in the work dtype; Xg [B, S, m] and G [B, m, W] in
+    the features' dtype (None when no group has b_j > 0, e.g. lambda1 = 0)."""
+
+    Ka: Tensor
+    Xg: Optional[Tensor]
+    G: Optional[Tensor]
+    shift: Tensor
+
+    def matvec(self, u: Tensor) -> Tensor:
+        """H u for u [B, S, W] (work dtype)."""
+        out = torch.bmm(self.Ka, u) + self.shift * u
+        if self.Xg is not None:
+            t = (torch.bmm(self.Xg.transpose(1, 2), u.to(self.Xg.dtype)) * self.G).sum(-1, keepdim=True)
+            out = out + torch.bmm(self.Xg, t * self.G).to(u.dtype)
+        return out
+
+    def dense(self, W: int) -> Tensor:
+        """H as a matrix [B, S W, S W] (index i * W + c), written in place."""
+        B, S, _ = self.Ka.shape
+        if self.Xg is None:
+            H = torch.zeros(B, S * W, S * W, dtype=self.Ka.dtype, device=self.Ka.device)
+        else:
+            m = self.Xg.shape[-1]
+            Z = (self.Xg[:, :, None, :] * self.G.transpose(1, 2)[:, None, :, :]).reshape(B, S * W, m)
+            H = torch.bmm(Z, Z.transpose(1, 2)).to(self.Ka.dtype)
+        H.view(B, S, W, S, W).diagonal(dim1=2, dim2=4).add_(self.Ka[..., None])
+        H.diagonal(dim1=1, dim2=2).add_(self.shift[:, :, 0])
+        return H
+
+
+def hessian_factors(
+    X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float,
+    gram: Optional[Tensor] = None, V: Optional[Tensor] = None,
+) -> HessianFactors:
+    """The factors of H at beta, in beta's dtype (docs/math.md, 7). ``gram`` = X X^T may be
+    passed when lambda1 = 0 in every task (then a = 1, b = 0); ``V`` = X^T (Y - beta) when
+    the caller has it already. The groups with b_j > 0 are gathered to the largest count
+    in the batch (one host sync; tasks with fewer are padded with zero columns)."""
+    B, S, _ = X.shape
+    W = Y.shape[-1]
+    work = beta.dtype
+    l2 = l2.to(work)
+    shift = (smoothing / l2).expand(B, 1, 1)
+    if gram is not None:
+        return HessianFactors(gram.to(work) / l2, None, None, shift)
+    V = correlations(X, Y - beta) if V is None else V  # [B, D, W]
+    n = torch.linalg.vector_norm(V, dim=-1)  # [B, D]
+    lam = l1[:, :, 0].to(X.dtype)  # [B, 1]
+    active = (n > lam) | (lam <= 0)
+    n_safe = torch.where(n > 0, n, torch.ones_like(n))
+    b = torch.where(active, lam / n_safe, torch.zeros_like(n))
+    a = torch.where(active, 1.0 - b, torch.zeros_like(n))
+    Ka = torch.bmm(X * a[:, None, :], X.transpose(1, 2)).to(work) / l2
+    rank_one = active & (b > 0)
+    m = int(rank_one.sum(-1).max()) if rank_one.numel() else 0  # the padding size: one sync
+    if m == 0:
+        return HessianFactors(Ka, None, None, shift)
+    order = torch.argsort(rank_one.to(torch.int8), dim=-1, descending=True, stable=True)[:, :m]
+    scale = torch.sqrt(torch.gather(b, 1, order) / l2[:, :, 0].to(X.dtype))  # zero on padding
+    G = torch.gather(V, 1, order[..., None].expand(B, m, W)) * (scale / torch.gather(n_safe, 1, order))[..., None]
+    Xg = torch.gather(X, 2, order[:, None, :].expand(B, S, m))
+    return HessianFactors(Ka, Xg, G, shift)
+
+
+def dual_hessian(
+    X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float,
+    gram: Optional[Tensor] = None, V: Optional[Tensor] = None,
+) -> Tensor:
+    """Hessian of the dual objective f at beta as a dense matrix [B, S W, S W] (index
+    i * W + c), in beta's dtype; see ``hessian_factors``."""
+    return hessian_factors(X, Y, beta, l1, l2, smoothing, gram, V).dense(Y.shape[-1])
