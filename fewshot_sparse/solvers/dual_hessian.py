@@ -54,12 +54,13 @@ class HessianFactors:
 
 def hessian_factors(
     X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float,
-    gram: Optional[Tensor] = None, V: Optional[Tensor] = None,
+    gram: Optional[Tensor] = None, V: Optional[Tensor] = None, gather: bool = True,
 ) -> HessianFactors:
     """The factors of H at beta, in beta's dtype (docs/math.md, 7). ``gram`` = X X^T may be
     passed when lambda1 = 0 in every task (then a = 1, b = 0); ``V`` = X^T (Y - beta) when
     the caller has it already. The groups with b_j > 0 are gathered to the largest count
-    in the batch (one host sync; tasks with fewer are padded with zero columns)."""
+    in the batch (one host sync; tasks with fewer are padded with zero columns); with
+``gather=False`` all D groups are kept, zero-weighted off that set (no sync)."""
     B, S, _ = X.shape
     W = Y.shape[-1]
     work = beta.dtype
@@ -75,13 +76,15 @@ def hessian_factors(
     b = torch.where(active, lam / n_safe, torch.zeros_like(n))
     a = torch.where(active, 1.0 - b, torch.zeros_like(n))
     Ka = torch.bmm(X * a[:, None, :], X.transpose(1, 2)).to(work) / l2
+    scale = torch.sqrt(b / l2[:, :, 0].to(X.dtype)) / n_safe  # zero off the rank-one groups
+    if not gather:  # every group, masked: no host sync, D columns
+        return HessianFactors(Ka, X, V * scale[..., None], shift)
     rank_one = active & (b > 0)
     m = int(rank_one.sum(-1).max()) if rank_one.numel() else 0  # the padding size: one sync
     if m == 0:
         return HessianFactors(Ka, None, None, shift)
     order = torch.argsort(rank_one.to(torch.int8), dim=-1, descending=True, stable=True)[:, :m]
-    scale = torch.sqrt(torch.gather(b, 1, order) / l2[:, :, 0].to(X.dtype))  # zero on padding
-    G = torch.gather(V, 1, order[..., None].expand(B, m, W)) * (scale / torch.gather(n_safe, 1, order))[..., None]
+    G = torch.gather(V, 1, order[..., None].expand(B, m, W)) * torch.gather(scale, 1, order)[..., None]
     Xg = torch.gather(X, 2, order[:, None, :].expand(B, S, m))
     return HessianFactors(Ka, Xg, G, shift)
 

@@ -14,8 +14,8 @@ count does not depend on the conditioning of X X^T (a few dozen at most), which 
 what makes non-negative backbone features tractable.
 
 GPU-first: all tasks of the batch run in lockstep, finished ones are frozen by a mask
-(no shape changes); the only host synchronisation is the convergence check every
-``check_every`` iterations. Dtype policy: products with the features run in X's dtype
+(no shape changes); with ``sync_free`` (the default off the CPU) the only host
+synchronisation is the convergence check every ``check_every`` iterations. Dtype policy: products with the features run in X's dtype
 (float32 for float32 features), everything of size S W (iterates, Newton matrices,
 Cholesky factors) in float64, where the barrier's 1e±12 diagonal spread needs it.
 """
@@ -45,6 +45,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
 from fewshot_sparse.solvers.dual_hessian import hessian_factors
 from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo
+from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
@@ -66,6 +67,10 @@ class InteriorPointSolver:
                   iterate onto the face it has identified (free: beta > z); a task whose
                   polished point meets ``tol`` stops there. This is the crossover that
                   gives machine-precision solutions (tol ~ 1e-12) in one or two more steps.
+    sync_free     no host synchronisation between checks (default: on any device but the
+                  CPU): for lambda1 > 0 the Hessian carries every group, masked, instead of
+                  gathering the active ones, the line search evaluates all its candidates
+                  at once, and screening does not compact. Same iterates, more flops.
     """
 
     tol: float = 1e-4
@@ -73,6 +78,7 @@ class InteriorPointSolver:
     smoothing: float = 0.0
     check_every: int = 1
     polish_below: float = 1e-5
+    sync_free: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if not (self.tol >= 0 and self.max_iter >= 0 and self.smoothing >= 0 and self.check_every >= 1):
@@ -103,7 +109,8 @@ class InteriorPointSolver:
             A = K / l2 + (s / l2) * torch.eye(S, dtype=WORK, device=X.device)  # H in class blocks
 
         # gap-safe screening (s > 0, lambda1 > 0): certified-zero groups leave the features
-        Xa, screen = X, s > 0 and K is None and bool((l1 > 0).any())
+        sync_free = X.device.type != "cpu" if self.sync_free is None else self.sync_free
+        Xa, screen = X, s > 0 and K is None and not sync_free and bool((l1 > 0).any())
         col_norms = torch.linalg.vector_norm(X, dim=1).to(WORK) if screen else None
 
         def evaluate(beta):
@@ -152,12 +159,15 @@ class InteriorPointSolver:
             if K is not None:
                 system = KroneckerSystem(A, z / beta, ridge)
             else:
-                system = NullSpaceSystem(hessian_factors(Xa, Yw, beta, l1, l2, s, V=V), z / beta, ridge)
+                factors = hessian_factors(Xa, Yw, beta, l1, l2, s, V=V, gather=not sync_free)
+                system = NullSpaceSystem(factors, z / beta, ridge)
             step = _newton_direction(system, beta, z, g + nu - z)
             ridge = torch.where(system.ok, ridge, ridge * 1e4)
             alpha = step.alpha
-            if K is None:  # piecewise-smooth gradient: full steps can oscillate across kinks
-                alpha = _backtrack(lambda b: dual_gradient(Xa, Yw, b, l1, l2, s), beta, nu, z, g, step)
+            if K is None and sync_free:  # piecewise-smooth gradient: full steps can oscillate
+                alpha = batched_line_search(Xa, Yw, l1, l2, s, beta, nu, z, g, step)
+            elif K is None:
+                alpha = backtrack(lambda b: dual_gradient(Xa, Yw, b, l1, l2, s), beta, nu, z, g, step)
             alpha = torch.where(done[:, None, None], torch.zeros_like(ridge), alpha)
             beta = beta + alpha * step.d_beta
             nu = nu + alpha * step.d_nu
@@ -213,32 +223,6 @@ def _newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor) -> _Step:
     db, dz = torch.where(bad, zero, db), torch.where(bad, zero, dz)
     dnu = torch.where(bad, torch.zeros_like(dnu), dnu)
     return _Step(db, dnu, dz, alpha)
-
-
-def _merit(g: Tensor, beta: Tensor, nu: Tensor, z: Tensor) -> Tensor:
-    """max |dual residual| + mean complementarity, per task [B, 1, 1]."""
-    return (g + nu - z).abs().amax((1, 2), keepdim=True) + (beta * z).mean((1, 2), keepdim=True)
-
-
-def _backtrack(gradient, beta, nu, z, g, step: _Step, halvings: int = 8) -> Tensor:
-    """The longest of alpha, alpha / 2, ..., alpha / 2^halvings whose point at most
-    doubles the merit (docs/math.md, 6), or else the one with the least merit; chosen per
-    task with tensor ops. Where the full step passes in every task (the usual case) this
-    costs one gradient (two skinny products) and one host sync; else ``halvings + 1``."""
-    base = _merit(g, beta, nu, z)
-    best_alpha, best_merit = torch.zeros_like(step.alpha), torch.full_like(base, float("inf"))
-    chosen = torch.zeros_like(base, dtype=torch.bool)
-    for k in range(halvings + 1):
-        a = step.alpha / 2.0**k
-        b, n_, z_ = beta + a * step.d_beta, nu + a * step.d_nu, z + a * step.d_z
-        m = _merit(gradient(b), b, n_, z_)
-        accept = ~chosen & (m <= 2.0 * base)
-        best_alpha = torch.where(accept | (~chosen & (m < best_merit)), a, best_alpha)
-        best_merit = torch.where(accept | (~chosen & (m < best_merit)), m, best_merit)
-        chosen = chosen | accept
-        if bool(chosen.all()):  # usually at k = 0: one gradient, one sync
-            break
-    return best_alpha
 
 
 def _max_step(beta: Tensor, db: Tensor, z: Tensor, dz: Tensor, fraction: float) -> Tensor:

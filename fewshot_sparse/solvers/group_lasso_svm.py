@@ -41,6 +41,7 @@ class GroupLassoSVMDual:
                  1 for "ipm", 10 for "fista"
     polish       face-Newton steps for tight tolerances (docs/math.md, 6): crossover from
                  the interior ("ipm", below a gap of 1e-7) or polish ("fista", below 1e-5)
+    sync_free    "ipm": no host synchronisation between checks (None: off the CPU only)
     """
 
     tol: float = 1e-4
@@ -49,6 +50,7 @@ class GroupLassoSVMDual:
     method: str = "ipm"
     check_every: Optional[int] = None
     polish: bool = True
+    sync_free: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -60,7 +62,8 @@ class GroupLassoSVMDual:
         every = self.check_every
         if self.method == "ipm":
             return InteriorPointSolver(
-                **common, check_every=1 if every is None else every, polish_below=1e-7 if self.polish else 0.0
+                **common, check_every=1 if every is None else every, polish_below=1e-7 if self.polish else 0.0,
+                sync_free=self.sync_free,
             )
         return FistaSolver(**common, check_every=10 if every is None else every, polish=self.polish)
 
