@@ -126,7 +126,7 @@ class InteriorPointSolver:
         if beta0 is not None:  # a warm start that already meets tol is the answer; else an
             b0 = project_rows_to_simplex(beta0.detach().to(WORK))  # interior point near it
             start = (b0, duality_gap(X, Yw, b0, l1, l2, s, K))
-            beta = 0.9 * b0 + 0.1 * beta
+            beta = 0.99 * b0 + 0.01 * beta
         g, (p, d, gap), V = evaluate(beta)
         # dual start: nu_i shifts row i so that z = g + nu > 0 is well centred (z in
         # [spread, 2 spread]); with this nu the dual residual starts (and for a QP stays) 0
