@@ -178,6 +178,8 @@ def _head_kwargs(cache: FeatureCache, head: str, head_kwargs: Optional[dict]) ->
             kw["lambda2"] = values["lambda2"]  # as trained (learned when it was learnable)
     kw.update(head_kwargs or {})
     kw.pop("lambda1", None)
+    if kw.get("learn_lambdas"):  # the sweep sets lambda1 per point; nothing is learned here
+        raise ConfigError("sweep: learn_lambdas must be false (the grid sets lambda1 at every point)")
     return kw
 
 

@@ -119,3 +119,11 @@ def test_cli_no_warm_start(tmp_path, capsys):
         record = json.loads((tmp_path / str(expected) / "sweep.json").read_text())
         assert record["warm_start"] is expected
     capsys.readouterr()
+
+
+def test_learnable_lambdas_are_refused_in_one_line(tmp_path, capsys):
+    cache = relu_cache(tmp_path / "feats")
+    code = main(["sweep", "--features", str(cache), "--lambda-ratio-grid", "0.5,0.1",
+                 "--head-set", "learn_lambdas=true", "--reference", "none", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "learn_lambdas must be false" in err and len(err.splitlines()) == 1
