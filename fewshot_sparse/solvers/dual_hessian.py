@@ -19,6 +19,8 @@ from torch import Tensor
 
 from fewshot_sparse.solvers.group_lasso_dual import correlations
 
+_NEGLIGIBLE = 1e-6  # smoothed model: rank-one curvature below this is not gathered
+
 
 @dataclass
 class HessianFactors:
@@ -55,12 +57,15 @@ class HessianFactors:
 def hessian_factors(
     X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float,
     gram: Optional[Tensor] = None, V: Optional[Tensor] = None, gather: bool = True,
+    eps: Optional[Tensor] = None,
 ) -> HessianFactors:
     """The factors of H at beta, in beta's dtype (docs/math.md, 7). ``gram`` = X X^T may be
     passed when lambda1 = 0 in every task (then a = 1, b = 0); ``V`` = X^T (Y - beta) when
     the caller has it already. The groups with b_j > 0 are gathered to the largest count
     in the batch (one host sync; tasks with fewer are padded with zero columns); with
-``gather=False`` all D groups are kept, zero-weighted off that set (no sync)."""
+    ``gather=False`` all D groups are kept, zero-weighted off that set (no sync).
+    ``eps`` [B, 1, 1]: the Hessian of the smoothed model of the interior-point solver
+    (docs/math.md, 6) instead of the generalized Hessian."""
     B, S, _ = X.shape
     W = Y.shape[-1]
     work = beta.dtype
@@ -71,10 +76,22 @@ def hessian_factors(
     V = correlations(X, Y - beta) if V is None else V  # [B, D, W]
     n = torch.linalg.vector_norm(V, dim=-1)  # [B, D]
     lam = l1[:, :, 0].to(X.dtype)  # [B, 1]
-    active = (n > lam) | (lam <= 0)
     n_safe = torch.where(n > 0, n, torch.ones_like(n))
-    b = torch.where(active, lam / n_safe, torch.zeros_like(n))
-    a = torch.where(active, 1.0 - b, torch.zeros_like(n))
+    if eps is None:
+        active = (n > lam) | (lam <= 0)
+        b = torch.where(active, lam / n_safe, torch.zeros_like(n))
+        a = torch.where(active, 1.0 - b, torch.zeros_like(n))
+    else:  # the smoothed model: radial curvature p'(t), tangential p(t) / t (prox.py)
+        e = eps[:, :, 0].to(X.dtype)
+        u = n - lam
+        r = torch.sqrt(u * u + 4.0 * e * e)
+        a = 0.5 * (u + r) / torch.maximum(n, e.clamp_min(torch.finfo(X.dtype).tiny))
+        radial = torch.where(r > 0, 0.5 * (1.0 + u / r.clamp_min(torch.finfo(X.dtype).tiny)), (u >= 0).to(X.dtype))
+        # a I + b vv^T with b = p' - a; b < 0 (far below the threshold, where both are
+        # tiny) is raised to 0, a majorant; b below 1e-6 is dropped (nothing to gather)
+        b = (radial - a).clamp_min(0.0)
+        b = torch.where(b > _NEGLIGIBLE, b, torch.zeros_like(b))
+        active = a > 0
     Ka = torch.bmm(X * a[:, None, :], X.transpose(1, 2)).to(work) / l2
     scale = torch.sqrt(b / l2[:, :, 0].to(X.dtype)) / n_safe  # zero off the rank-one groups
     if not gather:  # every group, masked: no host sync, D columns

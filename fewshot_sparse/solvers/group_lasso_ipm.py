@@ -33,7 +33,6 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     check_inputs,
     check_lambdas,
     correlations,
-    dual_gradient,
     duality_gap,
     safe_groups,
     gap_from_scores,
@@ -47,12 +46,13 @@ from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo
 from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem
-from fewshot_sparse.solvers.prox import project_rows_to_simplex
+from fewshot_sparse.solvers.prox import project_rows_to_simplex, smooth_shrink
 
 WORK = torch.float64
 _STEP_TO_BOUNDARY = 0.995
 _RESIDUAL_FLOOR = 1e-3
-_COMPACT_BELOW = 0.75  # drop screened columns once they are a quarter of those left
+_COMPACT_BELOW = 0.75
+_SMOOTHING = 0.01  # eps / lambda1 at the start; then eps shrinks as sqrt(mu / mu_0)  # drop screened columns once they are a quarter of those left
 
 
 @dataclass
@@ -128,11 +128,23 @@ class InteriorPointSolver:
             start = (b0, duality_gap(X, Yw, b0, l1, l2, s, K))
             beta = 0.99 * b0 + 0.01 * beta
         g, (p, d, gap), V = evaluate(beta)
+        # lambda1 > 0: the Newton steps follow a model of f whose group kinks are rounded
+        # over eps, shrinking with the complementarity (docs/math.md, 6); the gaps, the
+        # stopping test and the polish use f itself
+        smooth, l1x = K is None, l1.to(X.dtype)
+        eps = _SMOOTHING * l1x if smooth else None
+
+        def model_gradient(beta, V, eps):
+            U = smooth_shrink(V, l1x, eps)
+            return gradient_from_scores(Yw, beta, l2, s, torch.bmm(Xa, U).to(WORK) / l2)
+
+        gm = model_gradient(beta, V, eps) if smooth else g
         # dual start: nu_i shifts row i so that z = g + nu > 0 is well centred (z in
         # [spread, 2 spread]); with this nu the dual residual starts (and for a QP stays) 0
-        spread = (g.amax(-1, keepdim=True) - g.amin(-1, keepdim=True)).clamp_min(1e-3 * (1.0 + g.abs().amax((1, 2), keepdim=True)))
-        nu = spread - g.amin(-1, keepdim=True)
-        z = g + nu
+        spread = (gm.amax(-1, keepdim=True) - gm.amin(-1, keepdim=True)).clamp_min(1e-3 * (1.0 + gm.abs().amax((1, 2), keepdim=True)))
+        nu = spread - gm.amin(-1, keepdim=True)
+        z = gm + nu
+        mu0 = (beta * z).mean((1, 2), keepdim=True)
 
         out_beta, out = beta.clone(), (p.clone(), d.clone(), gap.clone())
         if beta0 is not None:
@@ -159,20 +171,26 @@ class InteriorPointSolver:
             if K is not None:
                 system = KroneckerSystem(A, z / beta, ridge)
             else:
-                factors = hessian_factors(Xa, Yw, beta, l1, l2, s, V=V, gather=not sync_free)
+                factors = hessian_factors(Xa, Yw, beta, l1, l2, s, V=V, gather=not sync_free,
+                                          eps=eps if smooth else None)
                 system = NullSpaceSystem(factors, z / beta, ridge)
-            step = _newton_direction(system, beta, z, g + nu - z)
+            step = _newton_direction(system, beta, z, gm + nu - z)
             ridge = torch.where(system.ok, ridge, ridge * 1e4)
             alpha = step.alpha
-            if K is None and sync_free:  # piecewise-smooth gradient: full steps can oscillate
-                alpha = batched_line_search(Xa, Yw, l1, l2, s, beta, nu, z, g, step)
-            elif K is None:
-                alpha = backtrack(lambda b: dual_gradient(Xa, Yw, b, l1, l2, s), beta, nu, z, g, step)
+            if smooth and sync_free:  # the model's curvature still varies fast near kinks
+                alpha = batched_line_search(Xa, Yw, l1, l2, s, eps, beta, nu, z, gm, step)
+            elif smooth:
+                alpha = backtrack(lambda b: model_gradient(b, correlations(Xa, Yw - b), eps), beta, nu, z, gm, step)
             alpha = torch.where(done[:, None, None], torch.zeros_like(ridge), alpha)
             beta = beta + alpha * step.d_beta
             nu = nu + alpha * step.d_nu
             z = z + alpha * step.d_z
             g, (p, d, gap), V = evaluate(beta)
+            if smooth:
+                eps = _SMOOTHING * l1x * torch.sqrt((beta * z).mean((1, 2), keepdim=True) / mu0).clamp(max=1.0).to(X.dtype)
+                gm = model_gradient(beta, V, eps)
+            else:
+                gm = g
 
         beta_out = out_beta / out_beta.sum(-1, keepdim=True)  # exact row sums (round-off)
         info = SolverInfo(iterations=iters, primal=out[0], dual=out[1], gap=out[2], converged=out[2] <= self.tol)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from fewshot_sparse.solvers.group_lasso_dual import correlations
-from fewshot_sparse.solvers.prox import block_soft_threshold
+from fewshot_sparse.solvers.prox import smooth_shrink
 
 HALVINGS = 8
 
@@ -48,8 +48,9 @@ def backtrack(gradient: Callable[[Tensor], Tensor], beta, nu, z, g, step, halvin
     return best_alpha
 
 
-def batched_line_search(X, Y, l1, l2, smoothing: float, beta, nu, z, g, step, halvings: int = HALVINGS) -> Tensor:
-    """``backtrack``'s choice without host synchronisation: the K + 1 candidate gradients
+def batched_line_search(X, Y, l1, l2, smoothing: float, eps, beta, nu, z, g, step, halvings: int = HALVINGS) -> Tensor:
+    """``backtrack``'s choice without host synchronisation, for the gradient of the
+    smoothed model with parameter eps [B, 1, 1] (prox.smooth_shrink): the K + 1 candidate gradients
     come from one product X^T [Y - beta_0, ..., Y - beta_K] and one back (K + 1 times the
     columns of a gradient, in X's dtype), then the first accepted candidate (or the one of
     least merit) is picked per task."""
@@ -60,7 +61,7 @@ def batched_line_search(X, Y, l1, l2, smoothing: float, beta, nu, z, g, step, ha
     betas = beta[None] + alphas * step.d_beta[None]  # [K1, B, S, W]
     R = (Y[None] - betas).permute(1, 2, 0, 3).reshape(B, S, K1 * W)
     V = correlations(X, R).reshape(B, -1, K1, W).transpose(1, 2)  # [B, K1, D, W]
-    U = block_soft_threshold(V, l1[:, None].to(X.dtype)).transpose(1, 2).reshape(B, -1, K1 * W)
+    U = smooth_shrink(V, l1[:, None].to(X.dtype), eps[:, None]).transpose(1, 2).reshape(B, -1, K1 * W)
     Z = (torch.bmm(X, U).to(beta.dtype) / l2).reshape(B, S, K1, W).permute(2, 0, 1, 3)  # [K1, B, S, W]
     grads = Y[None] - Z
     if smoothing > 0:

@@ -10,6 +10,7 @@ import torch
 from fewshot_sparse.solvers.group_lasso_dual import dual_gradient, dual_weights
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
+from fewshot_sparse.solvers.prox import smooth_shrink
 from solver_checks import lambda1_all_off, make_task
 
 
@@ -39,8 +40,9 @@ class _Step:
         self.d_beta, self.d_nu, self.d_z, self.alpha = d_beta, d_nu, d_z, alpha
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.05])
 @pytest.mark.parametrize("length", [0.05, 3.0, 40.0])
-def test_batched_line_search_picks_what_backtracking_picks(length):
+def test_batched_line_search_picks_what_backtracking_picks(length, eps):
     """Random feasible directions of growing length: short ones pass at the full step,
     long ones need halvings (or none passes and the least merit wins)."""
     X, Y = relu_task(32, 20, 50, 4, batch=6)
@@ -54,9 +56,16 @@ def test_batched_line_search_picks_what_backtracking_picks(length):
     nu = torch.randn(6, 20, 1, generator=g, dtype=X.dtype)
     step = _Step(d_beta, torch.randn(nu.shape, generator=g, dtype=X.dtype), -0.5 * z,
                  torch.rand(6, 1, 1, generator=g, dtype=X.dtype) * 0.5 + 0.5)
-    grad = dual_gradient(X, Y, beta, l1, l2, 0.0)
-    seq = backtrack(lambda b: dual_gradient(X, Y, b, l1, l2, 0.0), beta, nu, z, grad, step)
-    bat = batched_line_search(X, Y, l1, l2, 0.0, beta, nu, z, grad, step)
+    e = eps * l1
+
+    def gradient(b):  # of the smoothed model (eps = 0: f itself)
+        if eps == 0:
+            return dual_gradient(X, Y, b, l1, l2, 0.0)
+        return Y - X @ smooth_shrink(X.transpose(1, 2) @ (Y - b), l1, e) / l2
+
+    grad = gradient(beta)
+    seq = backtrack(gradient, beta, nu, z, grad, step)
+    bat = batched_line_search(X, Y, l1, l2, 0.0, e, beta, nu, z, grad, step)
     torch.testing.assert_close(bat, seq, atol=0, rtol=1e-12)
     if length >= 40.0:  # the case the test is about: some task backtracked
         assert (seq < step.alpha).any()
