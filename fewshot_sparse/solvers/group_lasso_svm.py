@@ -3,7 +3,7 @@
 ``GroupLassoSVMDual`` is what heads, recipes and the implicit gradient hold. It picks
 
     method "ipm"    the batched primal-dual interior-point method (group_lasso_ipm.py):
-                    10-25 Newton iterations whatever the conditioning of the features;
+                    4-40 Newton iterations whatever the conditioning of the features;
                     the default (docs/math.md, 6 says why)
     method "fista"  accelerated projected gradient (group_lasso_fista.py): the plain
                     first-order twin, cheap per iteration, conditioning-bound
