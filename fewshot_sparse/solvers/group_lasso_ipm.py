@@ -50,9 +50,9 @@ from fewshot_sparse.solvers.prox import project_rows_to_simplex, smooth_shrink
 
 WORK = torch.float64
 _STEP_TO_BOUNDARY = 0.995
-_RESIDUAL_FLOOR = 1e-3
-_COMPACT_BELOW = 0.75
-_SMOOTHING = 0.01  # eps / lambda1 at the start; then eps shrinks as sqrt(mu / mu_0)  # drop screened columns once they are a quarter of those left
+_RESIDUAL_FLOOR = {False: 1e-3, True: 1e-4}  # without / with the smoothed model
+_COMPACT_BELOW = 0.75  # drop screened columns once they are a quarter of those left
+_SMOOTHING = 0.003  # eps / lambda1 at the start; then eps shrinks as sqrt(mu / mu_0)
 
 
 @dataclass
@@ -174,7 +174,7 @@ class InteriorPointSolver:
                 factors = hessian_factors(Xa, Yw, beta, l1, l2, s, V=V, gather=not sync_free,
                                           eps=eps if smooth else None)
                 system = NullSpaceSystem(factors, z / beta, ridge)
-            step = _newton_direction(system, beta, z, gm + nu - z)
+            step = _newton_direction(system, beta, z, gm + nu - z, _RESIDUAL_FLOOR[smooth])
             ridge = torch.where(system.ok, ridge, ridge * 1e4)
             alpha = step.alpha
             if smooth and sync_free:  # the model's curvature still varies fast near kinks
@@ -214,7 +214,7 @@ class _Step:
     alpha: Tensor  # [B, 1, 1] step length (fraction to the boundary)
 
 
-def _newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor) -> _Step:
+def _newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor, floor: float) -> _Step:
     """Mehrotra predictor-corrector direction (docs/math.md, 6): one factorisation of the
     Newton system (ipm_systems.py) serves the affine-scaling predictor and the corrector.
     A task whose factorisation failed gets a zero step."""
@@ -232,7 +232,7 @@ def _newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor) -> _Step:
     # lambda1 > 0: grad f is only piecewise smooth, so the dual residual is re-created by
     # the model error where a group crosses its threshold; complementarity is not driven
     # below that residual, or the iterates would commit to a face too early and stall
-    target = torch.maximum(sigma * mu, _RESIDUAL_FLOOR * r_dual.abs().amax((1, 2), keepdim=True)).minimum(mu)
+    target = torch.maximum(sigma * mu, floor * r_dual.abs().amax((1, 2), keepdim=True)).minimum(mu)
     db, dnu, dz = solve(comp + db * dz - target)  # corrector + centring
     alpha = _max_step(beta, db, z, dz, _STEP_TO_BOUNDARY)
     bad = ~system.ok | ~torch.isfinite(alpha)
