@@ -19,6 +19,12 @@ def make_task(seed, S, D, W, batch=1):
     return X, Y
 
 
+def relu_task(seed, S, D, W, batch=1, dtype=torch.float64):
+    """make_task's features through a ReLU: non-negative, like a backbone's."""
+    X, Y = make_task(seed, S, D, W, batch)
+    return X.clamp_min(0.0).to(dtype), Y.to(dtype)
+
+
 def lambda1_all_off(X, Y):
     """A lambda1 at which W* = 0: the subgradient condition at W = 0 holds with beta spread
     uniformly over the wrong classes (docs/math.md, 4)."""

@@ -10,12 +10,7 @@ from fewshot_sparse.encoders import build_encoder
 from fewshot_sparse.solvers.group_lasso_dual import correlations, dual_weights, kkt_residual, safe_groups
 from fewshot_sparse.solvers.group_lasso_newton import kkt_solve, kkt_solve_kronecker
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
-from solver_checks import check_against_cvxpy, lambda1_all_off, make_task
-
-
-def relu_task(seed, S, D, W, batch=1, dtype=torch.float64):
-    X, Y = make_task(seed, S, D, W, batch)
-    return X.clamp_min(0.0).to(dtype), Y.to(dtype)
+from solver_checks import check_against_cvxpy, lambda1_all_off, make_task, relu_task
 
 
 @pytest.mark.reference

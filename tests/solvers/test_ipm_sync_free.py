@@ -11,12 +11,7 @@ from fewshot_sparse.solvers.group_lasso_dual import dual_gradient, dual_weights
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
 from fewshot_sparse.solvers.prox import smooth_shrink
-from solver_checks import lambda1_all_off, make_task
-
-
-def relu_task(seed, S, D, W, batch, dtype=torch.float64):
-    X, Y = make_task(seed, S, D, W, batch)
-    return X.clamp_min(0.0).to(dtype), Y.to(dtype)
+from solver_checks import lambda1_all_off, relu_task
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 1.0])
