@@ -171,8 +171,7 @@ class InteriorPointSolver:
             if K is not None:
                 system = KroneckerSystem(A, z / beta, ridge)
             else:
-                factors = hessian_factors(Xa, Yw, beta, l1, l2, s, V=V, gather=not sync_free,
-                                          eps=eps if smooth else None)
+                factors = hessian_factors(Xa, Yw, beta, l1, l2, s, V=V, gather=not sync_free, eps=eps)
                 system = NullSpaceSystem(factors, z / beta, ridge)
             step = _newton_direction(system, beta, z, gm + nu - z, _RESIDUAL_FLOOR[smooth])
             ridge = torch.where(system.ok, ridge, ridge * 1e4)
