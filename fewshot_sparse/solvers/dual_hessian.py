@@ -40,6 +40,13 @@ class HessianFactors:
             out = out + torch.bmm(self.Xg, t * self.G).to(u.dtype)
         return out
 
+    def diagonal(self, W: int) -> Tensor:
+        """The diagonal of H [B, S, W] (work dtype)."""
+        diag = self.Ka.diagonal(dim1=1, dim2=2)[..., None] + self.shift
+        if self.Xg is not None:
+            diag = diag + torch.bmm(self.Xg * self.Xg, self.G * self.G).to(diag.dtype)
+        return diag.expand(-1, -1, W)
+
     def dense(self, W: int) -> Tensor:
         """H as a matrix [B, S W, S W] (index i * W + c), written in place."""
         B, S, _ = self.Ka.shape
@@ -74,7 +81,7 @@ def hessian_factors(
     if gram is not None:
         return HessianFactors(gram.to(work) / l2, None, None, shift)
     V = correlations(X, Y - beta) if V is None else V  # [B, D, W]
-    n = torch.linalg.vector_norm(V, dim=-1)  # [B, D]
+    n = torch.sqrt((V * V).sum(-1))  # [B, D]; several times faster than a norm on V's transposed layout
     lam = l1[:, :, 0].to(X.dtype)  # [B, 1]
     n_safe = torch.where(n > 0, n, torch.ones_like(n))
     if eps is None:

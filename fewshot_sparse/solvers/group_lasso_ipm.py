@@ -38,7 +38,6 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     gap_from_scores,
     gradient_from_scores,
     scores,
-    scores_from_correlations,
     task_param,
 )
 from fewshot_sparse.solvers.dual_hessian import hessian_factors
@@ -46,7 +45,7 @@ from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo
 from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem
-from fewshot_sparse.solvers.prox import project_rows_to_simplex, smooth_shrink
+from fewshot_sparse.solvers.prox import block_soft_threshold, project_rows_to_simplex, smooth_shrink
 
 WORK = torch.float64
 _STEP_TO_BOUNDARY = 0.995
@@ -113,38 +112,44 @@ class InteriorPointSolver:
         Xa, screen = X, s > 0 and K is None and not sync_free and bool((l1 > 0).any())
         col_norms = torch.linalg.vector_norm(X, dim=1).to(WORK) if screen else None
 
-        def evaluate(beta):
-            """grad f, (primal, dual, gap) and V at beta: one pass over the features."""
-            if K is not None:
-                V, (Z, sq, l21) = None, scores(Xa, Yw, beta, l1, l2, K, norms=True)
-            else:
-                V = correlations(Xa, Yw - beta)
-                Z, sq, l21 = scores_from_correlations(Xa, V, l1, l2, WORK)
-            return gradient_from_scores(Yw, beta, l2, s, Z), gap_from_scores(Yw, beta, l1, l2, s, Z, sq, l21), V
+        # lambda1 > 0: the Newton steps follow a model of f whose group kinks are rounded
+        # over eps, shrinking with the complementarity (docs/math.md, 6); the gaps, the
+        # stopping test and the polish use f itself
+        smooth, l1x = K is None, l1.to(X.dtype)
+
+        def evaluate(beta, eps):
+            """grad f, (primal, dual, gap), V and the gradient of the Newton model at beta:
+            one product with X^T and one with X (true and model scores side by side)."""
+            if not smooth:
+                Z, sq, l21 = scores(Xa, Yw, beta, l1, l2, K, norms=True)
+                g = gradient_from_scores(Yw, beta, l2, s, Z)
+                return g, gap_from_scores(Yw, beta, l1, l2, s, Z, sq, l21), None, g
+            V = correlations(Xa, Yw - beta)
+            U = block_soft_threshold(V, l1x)
+            ZZ = torch.bmm(Xa, torch.cat([U, smooth_shrink(V, l1x, eps)], -1)).to(WORK) / l2
+            Z, Zm = ZZ[..., :W], ZZ[..., W:]
+            rows = (U * U).sum(-1)  # [B, D]: faster than a norm on V's transposed layout
+            sq, l21 = rows.sum(-1).to(WORK), torch.sqrt(rows).sum(-1).to(WORK)
+            gaps = gap_from_scores(Yw, beta, l1, l2, s, Z, sq, l21)
+            return gradient_from_scores(Yw, beta, l2, s, Z), gaps, V, gradient_from_scores(Yw, beta, l2, s, Zm)
 
         beta = torch.full_like(Yw, 1.0 / W)
         if beta0 is not None:  # a warm start that already meets tol is the answer; else an
             b0 = project_rows_to_simplex(beta0.detach().to(WORK))  # interior point near it
             start = (b0, duality_gap(X, Yw, b0, l1, l2, s, K))
             beta = 0.99 * b0 + 0.01 * beta
-        g, (p, d, gap), V = evaluate(beta)
-        # lambda1 > 0: the Newton steps follow a model of f whose group kinks are rounded
-        # over eps, shrinking with the complementarity (docs/math.md, 6); the gaps, the
-        # stopping test and the polish use f itself
-        smooth, l1x = K is None, l1.to(X.dtype)
         eps = _SMOOTHING * l1x if smooth else None
-
-        def model_gradient(beta, V, eps):
-            U = smooth_shrink(V, l1x, eps)
-            return gradient_from_scores(Yw, beta, l2, s, torch.bmm(Xa, U).to(WORK) / l2)
-
-        gm = model_gradient(beta, V, eps) if smooth else g
+        g, (p, d, gap), V, gm = evaluate(beta, eps)
         # dual start: nu_i shifts row i so that z = g + nu > 0 is well centred (z in
         # [spread, 2 spread]); with this nu the dual residual starts (and for a QP stays) 0
         spread = (gm.amax(-1, keepdim=True) - gm.amin(-1, keepdim=True)).clamp_min(1e-3 * (1.0 + gm.abs().amax((1, 2), keepdim=True)))
         nu = spread - gm.amin(-1, keepdim=True)
         z = gm + nu
         mu0 = (beta * z).mean((1, 2), keepdim=True)
+
+        def eps_of(beta, z):  # [..., B, 1, 1]: shrinks like sqrt(mu) from _SMOOTHING lambda1
+            mu = (beta * z).mean((-2, -1), keepdim=True)
+            return _SMOOTHING * l1x * torch.sqrt(mu / mu0).clamp(max=1.0).to(X.dtype)
 
         out_beta, out = beta.clone(), (p.clone(), d.clone(), gap.clone())
         if beta0 is not None:
@@ -175,21 +180,17 @@ class InteriorPointSolver:
                 system = NullSpaceSystem(factors, z / beta, ridge)
             step = _newton_direction(system, beta, z, gm + nu - z, _RESIDUAL_FLOOR[smooth])
             ridge = torch.where(system.ok, ridge, ridge * 1e4)
-            alpha = step.alpha
-            if smooth and sync_free:  # the model's curvature still varies fast near kinks
-                alpha = batched_line_search(Xa, Yw, l1, l2, s, eps, beta, nu, z, gm, step)
-            elif smooth:
-                alpha = backtrack(lambda b: model_gradient(b, correlations(Xa, Yw - b), eps), beta, nu, z, gm, step)
-            alpha = torch.where(done[:, None, None], torch.zeros_like(ridge), alpha)
+            step.alpha = alpha = torch.where(done[:, None, None], torch.zeros_like(ridge), step.alpha)
+            evaluation = None
+            if smooth and sync_free:
+                alpha = batched_line_search(Xa, Yw, l1, l2, s, eps_of, beta, nu, z, gm, step)
+            elif smooth:  # the chosen point comes evaluated
+                alpha, evaluation = backtrack(evaluate, eps_of, beta, nu, z, gm, step)
             beta = beta + alpha * step.d_beta
             nu = nu + alpha * step.d_nu
             z = z + alpha * step.d_z
-            g, (p, d, gap), V = evaluate(beta)
-            if smooth:
-                eps = _SMOOTHING * l1x * torch.sqrt((beta * z).mean((1, 2), keepdim=True) / mu0).clamp(max=1.0).to(X.dtype)
-                gm = model_gradient(beta, V, eps)
-            else:
-                gm = g
+            eps = eps_of(beta, z) if smooth else None
+            g, (p, d, gap), V, gm = evaluate(beta, eps) if evaluation is None else evaluation
 
         beta_out = out_beta / out_beta.sum(-1, keepdim=True)  # exact row sums (round-off)
         info = SolverInfo(iterations=iters, primal=out[0], dual=out[1], gap=out[2], converged=out[2] <= self.tol)
@@ -218,13 +219,13 @@ def _newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor, floor: fl
     Newton system (ipm_systems.py) serves the affine-scaling predictor and the corrector.
     A task whose factorisation failed gets a zero step."""
 
-    def solve(r_comp: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        d_beta, d_nu = system.solve(-r_dual - r_comp / beta)
+    def solve(r_comp: Tensor, need_nu: bool = True) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+        d_beta, d_nu = system.solve(-r_dual - r_comp / beta, need_nu)
         return d_beta, d_nu, -(r_comp + z * d_beta) / beta
 
     comp = beta * z
     mu = comp.mean((1, 2), keepdim=True)
-    db, _, dz = solve(comp)  # predictor (affine scaling)
+    db, _, dz = solve(comp, need_nu=False)  # predictor (affine scaling)
     a_aff = _max_step(beta, db, z, dz, 1.0)
     mu_aff = ((beta + a_aff * db) * (z + a_aff * dz)).mean((1, 2), keepdim=True)
     sigma = (mu_aff / mu).clamp(0.0, 1.0) ** 3

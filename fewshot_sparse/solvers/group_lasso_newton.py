@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.dual_hessian import dual_hessian
+from fewshot_sparse.solvers.dual_hessian import hessian_factors
 from fewshot_sparse.solvers.group_lasso_dual import dual_gradient, gram, lipschitz_constant
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
@@ -77,7 +77,7 @@ def face_newton_step(X, Y, beta, free, l1, l2, smoothing, K=None) -> Tensor:
     if K is not None:
         A = K / l2 + (smoothing / l2) * torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
         return project_rows_to_simplex(base + kkt_solve_kronecker(A, -g, free))
-    return project_rows_to_simplex(base + kkt_solve(dual_hessian(X, Y, base, l1, l2, smoothing), -g, free))
+    return project_rows_to_simplex(base + kkt_solve_factored(X, Y, base, l1, l2, smoothing, -g, free))
 
 
 def kkt_solve_kronecker(A: Tensor, rhs: Tensor, free: Tensor) -> Tensor:
@@ -93,6 +93,53 @@ def kkt_solve_kronecker(A: Tensor, rhs: Tensor, free: Tensor) -> Tensor:
     return (u * free).to(rhs.dtype)
 
 
+def face_basis(free: Tensor) -> Tensor:
+    """Q [B, S, W, W-1]: per row i, an orthonormal basis of {u in R^W : u = 0 off F_i,
+    sum(u) = 0} in the first |F_i| - 1 columns, zero columns after (the eigenvectors of
+    the row's projector of ``_project_free``, eigenvalue 1 kept, 0 dropped)."""
+    f = free.to(torch.float64)
+    P = torch.diag_embed(f) - f[..., :, None] * f[..., None, :] / f.sum(-1).clamp_min(1.0)[..., None, None]
+    evals, evecs = torch.linalg.eigh(P)  # ascending: the W - |F_i| + 1 zeros first
+    return evecs[..., 1:] * (evals[..., 1:] > 0.5).to(evecs.dtype)[..., None, :]
+
+
+def kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs: Tensor, free: Tensor) -> Tensor:
+    """``kkt_solve`` with H at beta in factored form (dual_hessian.py), for lambda1 > 0:
+    u = Q y with Q the rows' face bases (``face_basis``) eliminates both u = 0 off F and
+    E^T u = 0 exactly, leaving one S (W-1) Cholesky of
+
+        Q^T H Q = [Ka_ij Q_i^T Q_j] + (Z Q)(Z Q)^T + shift Q^T Q    (+ I on the unused columns)
+
+    instead of the projected S W one. Tasks whose factorisation fails (a singular face
+    beyond the ridge) take the dense form, which falls back to the pseudo-inverse. Runs in
+    float64; returns u [B, S, W] in rhs's dtype."""
+    B, S, W = Y.shape
+    k = W - 1
+    f = hessian_factors(X, Y, beta.to(torch.float64), l1, l2, smoothing)
+    Q = face_basis(free)  # [B, S, W, k]
+    used = (Q.abs().sum(2) > 0).to(torch.float64)  # [B, S, k]
+    R = torch.einsum("bij,bica,bjcd->biajd", f.Ka, Q, Q)
+    if f.Xg is not None:
+        GQ = torch.einsum("bica,bmc->biam", Q, f.G.to(torch.float64))  # [B, S, k, m]
+        Zr = (f.Xg.to(torch.float64)[:, :, None, :] * GQ).reshape(B, S * k, -1)
+        R = R + torch.bmm(Zr, Zr.transpose(1, 2)).view(B, S, k, S, k)
+    R = R.reshape(B, S * k, S * k)
+    scale = f.diagonal(W).amax((1, 2))[:, None, None]
+    # kkt_solve's Tikhonov ridge; H = 0 (every group off, s = 0) gets a unit one: then u is
+    # the projected right-hand side, not an overflow
+    zero, one = scale <= torch.finfo(torch.float64).tiny, torch.ones_like(scale)
+    ridge = torch.where(zero, one, 100.0 * torch.finfo(torch.float64).eps * scale)
+    scale = torch.where(zero, one, scale)
+    R.diagonal(dim1=1, dim2=2).add_((used * (f.shift + ridge) + (1.0 - used) * scale).reshape(B, S * k))
+    L, info = torch.linalg.cholesky_ex(R)
+    y = torch.cholesky_solve(torch.einsum("bica,bic->bia", Q, rhs.to(torch.float64)).reshape(B, S * k, 1), L)
+    u = torch.einsum("bica,bia->bic", Q, y.reshape(B, S, k))
+    bad = info > 0
+    if bool(bad.any()):
+        u[bad] = kkt_solve(f.dense(W)[bad], rhs.to(torch.float64)[bad], free[bad])
+    return u.to(rhs.dtype)
+
+
 def adjoint_solve(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float, rhs: Tensor) -> Tensor:
     """The implicit gradient's adjoint system at a solution beta (docs/math.md, 7):
     H_FF u + E w = rhs_F, E^T u = 0, u = 0 off the free entries F. Class blocks when
@@ -103,4 +150,4 @@ def adjoint_solve(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, sm
         A = gram(X.to(torch.float64)) / l2.to(torch.float64)
         A = A + (smoothing / l2.to(torch.float64)) * torch.eye(S, dtype=torch.float64, device=X.device)
         return kkt_solve_kronecker(A, rhs, free)
-    return kkt_solve(dual_hessian(X, Y, beta, l1, l2, smoothing), rhs, free)
+    return kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs, free)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -50,8 +50,9 @@ class KroneckerSystem:
         self.Lc, self.Ls = Lc, Ls
         self.ok = ((info == 0).all(1) & (info_s == 0)).reshape(B, 1, 1)
 
-    def solve(self, r: Tensor) -> Tuple[Tensor, Tensor]:
-        """r [B, S, W] -> (d_beta [B, S, W], d_nu [B, S, 1])."""
+    def solve(self, r: Tensor, need_nu: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
+        """r [B, S, W] -> (d_beta [B, S, W], d_nu [B, S, 1]) (d_nu comes first here, so
+        ``need_nu`` changes nothing)."""
         rc = r.transpose(1, 2)[..., None]  # [B, W, S, 1]
         d_nu = torch.cholesky_solve(torch.cholesky_solve(rc, self.Lc).sum(1), self.Ls)  # [B, S, 1]
         d_beta = torch.cholesky_solve(rc - d_nu[:, None], self.Lc)
@@ -87,10 +88,14 @@ class NullSpaceSystem:
         L, info = torch.linalg.cholesky_ex(_add_to_diagonal(R, factors.shift[:, :, 0], ridge[:, :, 0]))
         self.L, self.ok = L, (info == 0).reshape(B, 1, 1)
 
-    def solve(self, r: Tensor) -> Tuple[Tensor, Tensor]:
+    def solve(self, r: Tensor, need_nu: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
+        """r [B, S, W] -> (d_beta [B, S, W], d_nu [B, S, 1] or None): d_nu costs one
+        Hessian-vector product more, which the predictor and the adjoint do not need."""
         B, S, W = self.d.shape
         y = torch.cholesky_solve((r @ self.N).reshape(B, S * (W - 1), 1), self.L)
         d_beta = y.reshape(B, S, W - 1) @ self.N.T
+        if not need_nu:
+            return d_beta, None
         d_nu = (r - self.factors.matvec(d_beta) - self.d * d_beta).mean(-1, keepdim=True)
         return d_beta, d_nu
 

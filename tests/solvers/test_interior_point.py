@@ -8,7 +8,8 @@ import torch
 from cvx_glsvm import lambda1_max, solve_primal
 from fewshot_sparse.encoders import build_encoder
 from fewshot_sparse.solvers.group_lasso_dual import correlations, dual_weights, kkt_residual, safe_groups
-from fewshot_sparse.solvers.group_lasso_newton import kkt_solve, kkt_solve_kronecker
+from fewshot_sparse.solvers.dual_hessian import dual_hessian
+from fewshot_sparse.solvers.group_lasso_newton import kkt_solve, kkt_solve_factored, kkt_solve_kronecker
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 from solver_checks import check_against_cvxpy, lambda1_all_off, make_task, relu_task
 
@@ -142,6 +143,24 @@ def test_class_block_adjoint_solve_matches_the_dense_projected_form():
     H = torch.kron(A[0], torch.eye(4)), torch.kron(A[1], torch.eye(4))
     dense = kkt_solve(torch.stack(H), rhs, free)
     torch.testing.assert_close(kkt_solve_kronecker(A, rhs, free), dense, atol=1e-9, rtol=1e-7)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 1.0])
+def test_factored_adjoint_solve_matches_the_dense_projected_form(smoothing):
+    """kkt_solve_factored (the null-space Cholesky of S (W-1), off-face entries pinned)
+    against kkt_solve on the assembled generalized Hessian, lambda1 > 0, at a beta with
+    active and inactive groups, on a face with several free entries per row."""
+    X, Y = relu_task(14, 12, 30, 4, batch=2)
+    g = torch.Generator().manual_seed(14)
+    beta = torch.softmax(torch.randn(2, 12, 4, generator=g, dtype=X.dtype), -1)
+    free = (torch.rand(2, 12, 4, generator=g) < 0.5) | Y.bool()
+    rhs = torch.randn(2, 12, 4, generator=g, dtype=X.dtype)
+    l1 = (0.3 * lambda1_all_off(X, Y)).reshape(2, 1, 1)
+    l2 = torch.tensor([0.5, 2.0], dtype=X.dtype).reshape(2, 1, 1)
+    H = dual_hessian(X, Y, beta, l1, l2, smoothing)
+    dense = kkt_solve(H, rhs, free)
+    assert dense.abs().amax() > 1e-3
+    torch.testing.assert_close(kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs, free), dense, atol=1e-9, rtol=1e-7)
 
 
 @pytest.mark.reference

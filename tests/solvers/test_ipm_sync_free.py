@@ -52,16 +52,23 @@ def test_batched_line_search_picks_what_backtracking_picks(length, eps):
     step = _Step(d_beta, torch.randn(nu.shape, generator=g, dtype=X.dtype), -0.5 * z,
                  torch.rand(6, 1, 1, generator=g, dtype=X.dtype) * 0.5 + 0.5)
     e = eps * l1
+    mu0 = torch.full((6, 1, 1), 0.3, dtype=X.dtype)
 
-    def gradient(b):  # of the smoothed model (eps = 0: f itself)
+    def eps_of(b, zz):  # as the solver's: each candidate at its own eps
+        return e * torch.sqrt((b * zz).mean((-2, -1), keepdim=True) / mu0).clamp(max=1.0)
+
+    def evaluate(b, e_b):  # the model gradient (eps = 0: f itself), last in the tuple
         if eps == 0:
-            return dual_gradient(X, Y, b, l1, l2, 0.0)
-        return Y - X @ smooth_shrink(X.transpose(1, 2) @ (Y - b), l1, e) / l2
+            return (dual_gradient(X, Y, b, l1, l2, 0.0),)
+        return (Y - X @ smooth_shrink(X.transpose(1, 2) @ (Y - b), l1, e_b) / l2,)
 
-    grad = gradient(beta)
-    seq = backtrack(gradient, beta, nu, z, grad, step)
-    bat = batched_line_search(X, Y, l1, l2, 0.0, e, beta, nu, z, grad, step)
+    (grad,) = evaluate(beta, eps_of(beta, z))
+    seq, (chosen_grad,) = backtrack(evaluate, eps_of, beta, nu, z, grad, step)
+    bat = batched_line_search(X, Y, l1, l2, 0.0, eps_of, beta, nu, z, grad, step)
     torch.testing.assert_close(bat, seq, atol=0, rtol=1e-12)
+    # the evaluation returned is the one at the chosen point
+    b_seq = beta + seq * step.d_beta
+    torch.testing.assert_close(chosen_grad, evaluate(b_seq, eps_of(b_seq, z + seq * step.d_z))[0])
     if length >= 40.0:  # the case the test is about: some task backtracked
         assert (seq < step.alpha).any()
 
