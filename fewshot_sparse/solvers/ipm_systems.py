@@ -90,7 +90,7 @@ class NullSpaceSystem:
 
     def solve(self, r: Tensor, need_nu: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
         """r [B, S, W] -> (d_beta [B, S, W], d_nu [B, S, 1] or None): d_nu costs one
-        Hessian-vector product more, which the predictor and the adjoint do not need."""
+        Hessian-vector product more, which the predictor does not need."""
         B, S, W = self.d.shape
         y = torch.cholesky_solve((r @ self.N).reshape(B, S * (W - 1), 1), self.L)
         d_beta = y.reshape(B, S, W - 1) @ self.N.T
