@@ -91,8 +91,15 @@ def scores(X, Y, beta, l1, l2, K=None, norms=False):
 def scores_from_correlations(X, V, l1, l2, dtype, norms=True):
     """``scores`` given V = X^T (Y - beta) [B, D, W]; the outputs are cast to ``dtype``."""
     U = block_soft_threshold(V, l1.to(X.dtype))
-    l21 = torch.linalg.vector_norm(U, dim=-1).sum(-1).to(dtype) if norms else None
-    return torch.bmm(X, U).to(dtype) / l2, (U * U).sum((1, 2)).to(dtype), l21
+    sq, l21 = shrunk_norms(U, dtype)
+    return torch.bmm(X, U).to(dtype) / l2, sq, (l21 if norms else None)
+
+
+def shrunk_norms(U: Tensor, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """(||U||^2, sum_j ||U_j||) per task [B] for U [B, D, W], cast to ``dtype``: one pass
+    over the rows, several times faster than a norm on V's transposed layout."""
+    rows = (U * U).sum(-1)
+    return rows.sum(-1).to(dtype), torch.sqrt(rows).sum(-1).to(dtype)
 
 
 def hinge_loss(Z: Tensor, Y: Tensor, l2: Tensor, smoothing: float) -> Tensor:

@@ -38,6 +38,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     gap_from_scores,
     gradient_from_scores,
     scores,
+    shrunk_norms,
     task_param,
 )
 from fewshot_sparse.solvers.dual_hessian import hessian_factors
@@ -128,9 +129,7 @@ class InteriorPointSolver:
             U = block_soft_threshold(V, l1x)
             ZZ = torch.bmm(Xa, torch.cat([U, smooth_shrink(V, l1x, eps)], -1)).to(WORK) / l2
             Z, Zm = ZZ[..., :W], ZZ[..., W:]
-            rows = (U * U).sum(-1)  # [B, D]: faster than a norm on V's transposed layout
-            sq, l21 = rows.sum(-1).to(WORK), torch.sqrt(rows).sum(-1).to(WORK)
-            gaps = gap_from_scores(Yw, beta, l1, l2, s, Z, sq, l21)
+            gaps = gap_from_scores(Yw, beta, l1, l2, s, Z, *shrunk_norms(U, WORK))
             return gradient_from_scores(Yw, beta, l2, s, Z), gaps, V, gradient_from_scores(Yw, beta, l2, s, Zm)
 
         beta = torch.full_like(Yw, 1.0 / W)
