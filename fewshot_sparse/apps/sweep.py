@@ -220,7 +220,7 @@ class _Tally:
             episodes=int(acc_t.size), accuracy=mean, ci95=ci, std=std,
             active_fraction=float(np.mean(used_t) / n_features),
             active_features=float(np.mean(used_t)), n_features=n_features,
-            unconverged=self.unconverged, seconds=round(self.seconds, 3),
+            unconverged=self.unconverged, seconds=round(self.seconds, 6),
             iterations_mean=None if its is None else round(float(its.mean()), 3),
             iterations_max=None if its is None else int(its.max()))
 

@@ -53,6 +53,7 @@ _STEP_TO_BOUNDARY = 0.995
 _RESIDUAL_FLOOR = {False: 1e-3, True: 1e-4}  # without / with the smoothed model
 _COMPACT_BELOW = 0.75  # drop screened columns once they are a quarter of those left
 _SMOOTHING = 0.003  # eps / lambda1 at the start; then eps shrinks as sqrt(mu / mu_0)
+_START_SCALE = {False: 0.01, True: 0.3}  # z0 / spread, lambda1 = 0 / > 0 (measured, math.md 6)
 
 
 @dataclass
@@ -139,11 +140,12 @@ class InteriorPointSolver:
             beta = 0.99 * b0 + 0.01 * beta
         eps = _SMOOTHING * l1x if smooth else None
         g, (p, d, gap), V, gm = evaluate(beta, eps)
-        # dual start: nu_i shifts row i so that z = g + nu > 0 is well centred (z in
-        # [spread, 2 spread]); with this nu the dual residual starts (and for a QP stays) 0
+        # multipliers' start (docs/math.md, 6): z = theta * spread_i on every entry of row
+        # i, nu_i the row mean of z - grad; the dual residual starts at the gradient's
+        # deviation from its row mean, and mu0 is a fraction of what a feasible z gives
         spread = (gm.amax(-1, keepdim=True) - gm.amin(-1, keepdim=True)).clamp_min(1e-3 * (1.0 + gm.abs().amax((1, 2), keepdim=True)))
-        nu = spread - gm.amin(-1, keepdim=True)
-        z = gm + nu
+        z = _START_SCALE[smooth] * spread.expand_as(gm)
+        nu = (z - gm).mean(-1, keepdim=True)
         mu0 = (beta * z).mean((1, 2), keepdim=True)
 
         def eps_of(beta, z):  # [..., B, 1, 1]: shrinks like sqrt(mu) from _SMOOTHING lambda1

@@ -55,13 +55,15 @@ def kkt_solve(H: Tensor, rhs: Tensor, free: Tensor, ridge: Optional[float] = Non
     return _project_free(u, free).reshape(B, S, W)
 
 
-def free_entries(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float) -> Tensor:
+def free_entries(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float,
+                 K: Optional[Tensor] = None) -> Tensor:
     """The free simplex entries F [B, S, W] (bool) of a (near-)optimal beta, identified as
     the support of one projected-gradient step proj(beta - grad f(beta) / L) (docs/math.md, 7).
     Equal to {beta > 0} at an exact solution, but robust to round-off entries (1e-17 left
-    by a projection) and to not-yet-zero entries whose multiplier is clearly positive."""
-    step = 1.0 / lipschitz_constant(X, l2, smoothing)
-    z = beta - step * dual_gradient(X, Y, beta, l1, l2, smoothing)
+    by a projection) and to not-yet-zero entries whose multiplier is clearly positive.
+    K = X X^T may be given when lambda1 = 0 in every task (and S <= D)."""
+    step = 1.0 / lipschitz_constant(X, l2, smoothing, K)
+    z = beta - step * dual_gradient(X, Y, beta, l1, l2, smoothing, K)
     return project_rows_to_simplex(z) > 0
 
 
@@ -143,11 +145,13 @@ def kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs: Tensor, free: Tensor)
 def adjoint_solve(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float, rhs: Tensor) -> Tensor:
     """The implicit gradient's adjoint system at a solution beta (docs/math.md, 7):
     H_FF u + E w = rhs_F, E^T u = 0, u = 0 off the free entries F. Class blocks when
-    lambda1 = 0 in every task (and S <= D), the dense projected form otherwise."""
-    free = free_entries(X, Y, beta, l1, l2, smoothing)
+    lambda1 = 0 in every task (and S <= D; one Gram matrix serves F and the solve), the
+    factored face solve otherwise."""
     B, S, W = Y.shape
     if X.shape[1] <= X.shape[2] and not bool((l1 > 0).any()):
-        A = gram(X.to(torch.float64)) / l2.to(torch.float64)
-        A = A + (smoothing / l2.to(torch.float64)) * torch.eye(S, dtype=torch.float64, device=X.device)
+        K = gram(X.to(torch.float64))
+        free = free_entries(X, Y, beta.to(torch.float64), l1, l2, smoothing, K)
+        A = K / l2.to(torch.float64) + (smoothing / l2.to(torch.float64)) * torch.eye(S, dtype=torch.float64, device=X.device)
         return kkt_solve_kronecker(A, rhs, free)
+    free = free_entries(X, Y, beta, l1, l2, smoothing)
     return kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs, free)
