@@ -45,7 +45,7 @@ from fewshot_sparse.solvers.dual_hessian import hessian_factors
 from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo
 from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
-from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem
+from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem, class_block
 from fewshot_sparse.solvers.prox import block_soft_threshold, project_rows_to_simplex, smooth_shrink
 
 WORK = torch.float64
@@ -107,7 +107,7 @@ class InteriorPointSolver:
         if X.shape[1] <= X.shape[2] and not bool((l1 > 0).any()):
             Xw = X.to(WORK)
             K = torch.bmm(Xw, Xw.transpose(1, 2))
-            A = K / l2 + (s / l2) * torch.eye(S, dtype=WORK, device=X.device)  # H in class blocks
+            A = class_block(K, l2, s)  # H in class blocks
 
         # gap-safe screening (s > 0, lambda1 > 0): certified-zero groups leave the features
         sync_free = X.device.type != "cpu" if self.sync_free is None else self.sync_free

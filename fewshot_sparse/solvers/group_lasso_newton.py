@@ -11,7 +11,7 @@ from torch import Tensor
 
 from fewshot_sparse.solvers.dual_hessian import hessian_factors
 from fewshot_sparse.solvers.group_lasso_dual import dual_gradient, gram, lipschitz_constant
-from fewshot_sparse.solvers.ipm_systems import KroneckerSystem
+from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, class_block
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 
@@ -77,8 +77,7 @@ def face_newton_step(X, Y, beta, free, l1, l2, smoothing, K=None) -> Tensor:
     base = base / base.sum(-1, keepdim=True).clamp_min(torch.finfo(beta.dtype).tiny)
     g = dual_gradient(X, Y, base, l1, l2, smoothing, K)
     if K is not None:
-        A = K / l2 + (smoothing / l2) * torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
-        return project_rows_to_simplex(base + kkt_solve_kronecker(A, -g, free))
+        return project_rows_to_simplex(base + kkt_solve_kronecker(class_block(K, l2, smoothing), -g, free))
     return project_rows_to_simplex(base + kkt_solve_factored(X, Y, base, l1, l2, smoothing, -g, free))
 
 
@@ -147,11 +146,9 @@ def adjoint_solve(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, sm
     H_FF u + E w = rhs_F, E^T u = 0, u = 0 off the free entries F. Class blocks when
     lambda1 = 0 in every task (and S <= D; one Gram matrix serves F and the solve), the
     factored face solve otherwise."""
-    B, S, W = Y.shape
     if X.shape[1] <= X.shape[2] and not bool((l1 > 0).any()):
         K = gram(X.to(torch.float64))
         free = free_entries(X, Y, beta.to(torch.float64), l1, l2, smoothing, K)
-        A = K / l2.to(torch.float64) + (smoothing / l2.to(torch.float64)) * torch.eye(S, dtype=torch.float64, device=X.device)
-        return kkt_solve_kronecker(A, rhs, free)
+        return kkt_solve_kronecker(class_block(K, l2, smoothing), rhs, free)
     free = free_entries(X, Y, beta, l1, l2, smoothing)
     return kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs, free)

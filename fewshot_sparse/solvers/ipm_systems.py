@@ -38,6 +38,13 @@ def _add_to_diagonal(M: Tensor, d: Tensor, ridge: Tensor) -> Tensor:
     return M
 
 
+def class_block(K: Tensor, l2: Tensor, smoothing: float) -> Tensor:
+    """A = K / lambda2 + (s / lambda2) I [B, S, S] in K's dtype: H's block per class when
+    lambda1 = 0 (H = A kron I_W), the A of ``KroneckerSystem``; l2 [B, 1, 1]."""
+    l2 = l2.to(K.dtype)
+    return K / l2 + (smoothing / l2) * torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
+
+
 class KroneckerSystem:
     """A [B, S, S] (K / lambda2 + s / lambda2 I), d [B, S, W], ridge [B, 1, 1]. Per class c,
     M_c = L_c L_c^T; the Schur complement is sum_c M_c^-1."""
