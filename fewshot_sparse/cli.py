@@ -25,6 +25,7 @@ from fewshot_sparse.cli_parsing import UserError, int_list, name_list, parse_ass
 from fewshot_sparse.errors import FewshotSparseError
 
 PROG = "fewshot-sparse"
+HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"  # torch: allocations >= 2 MB madvised to huge pages
 DATASETS = ("miniimagenet", "tieredimagenet", "folder", "glyphs")
 
 
@@ -247,6 +248,11 @@ def _one_line(e: BaseException) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``fewshot-sparse``; returns the exit status (0 ok, 2 user error,
     130 interrupted)."""
+    # Tensors of 2 MB and more on transparent huge pages: on the CPU a run otherwise spends
+    # much of its time in page faults on fresh activations (the demo: 6.1 -> 4.3 min,
+    # docs/usage.md, "CPU speed"). torch reads this once, at its first allocation, hence
+    # before the api loads it; a value the user exported wins.
+    os.environ.setdefault(HUGE_PAGES, "1")
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse itself exits 2 on bad usage
     try:

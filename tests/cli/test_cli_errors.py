@@ -1,7 +1,9 @@
 """The command line: help works; user errors exit 2 with one line on stderr, no traceback."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +103,29 @@ def test_parse_assignments():
 def test_parser_defaults():
     a = build_parser().parse_args(["eval", "--checkpoint", "c.pt"])
     assert (a.way, a.shot, a.query, a.episodes) == (5, [1, 5], 15, 1000)
+
+
+
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def _faults_touching_64mb_after_the_cli(env):
+    """In a fresh interpreter: run the CLI (``--version``), then count the page faults of
+    torch zero-filling a new 64 MB tensor (16,384 with 4 kB pages, ~32 with 2 MB ones)."""
+    code = ("import resource\nfrom fewshot_sparse.cli import main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "import torch\nf = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "torch.zeros(64 << 20, dtype=torch.uint8)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not THP_MODE.exists() or "[madvise]" not in THP_MODE.read_text(),
+                    reason="the kernel's transparent huge pages are not in madvise mode")
+def test_the_command_puts_large_tensors_on_huge_pages_unless_the_user_said_no():
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    on = _faults_touching_64mb_after_the_cli(env)
+    off = _faults_touching_64mb_after_the_cli({**env, "THP_MEM_ALLOC_ENABLE": "0"})
+    assert off > 8000 and on < off / 8, (on, off)
