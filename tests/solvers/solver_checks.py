@@ -1,5 +1,5 @@
-"""Helpers shared by the solver tests: seeded tasks and the check of both algorithms
-against one independent CVXPY/Clarabel solve of the primal per task (float64)."""
+"""The check of both algorithms against one independent CVXPY/Clarabel solve of the primal
+per task (float64), shared by the solver tests; the seeded tasks are in tasks.py."""
 
 import numpy as np
 import torch
@@ -9,29 +9,6 @@ from fewshot_sparse.solvers.group_lasso_dual import dual_objective, dual_weights
 from fewshot_sparse.solvers.group_lasso_svm import METHODS, GroupLassoSVMDual
 
 TOL = 1e-9
-
-
-def make_task(seed, S, D, W, batch=1):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(batch, S, D, generator=g)
-    y = torch.stack([torch.randperm(S, generator=g) % W for _ in range(batch)])  # every class present
-    Y = torch.nn.functional.one_hot(y, W).to(X.dtype)
-    return X, Y
-
-
-def relu_task(seed, S, D, W, batch=1, dtype=torch.float64):
-    """make_task's features through a ReLU: non-negative, like a backbone's."""
-    X, Y = make_task(seed, S, D, W, batch)
-    return X.clamp_min(0.0).to(dtype), Y.to(dtype)
-
-
-def lambda1_all_off(X, Y):
-    """A lambda1 at which W* = 0: the subgradient condition at W = 0 holds with beta spread
-    uniformly over the wrong classes (docs/math.md, 4)."""
-    W = Y.shape[-1]
-    beta = (1.0 - Y) / (W - 1)
-    V = X.transpose(1, 2) @ (Y - beta)
-    return 1.01 * torch.linalg.vector_norm(V, dim=-1).amax(-1)  # [B]
 
 
 def check_against_cvxpy(X, Y, l1, l2, smoothing=0.0, tol=TOL, methods=METHODS):

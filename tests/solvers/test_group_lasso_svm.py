@@ -7,7 +7,8 @@ import torch
 
 from fewshot_sparse.solvers.group_lasso_dual import dual_objective, dual_weights, primal_objective
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
-from solver_checks import check_against_cvxpy, lambda1_all_off, make_task
+from solver_checks import check_against_cvxpy
+from tasks import lambda1_all_off, make_task
 
 @pytest.mark.reference
 @pytest.mark.parametrize("lambda2", [0.1, 1.0, 10.0])

@@ -11,7 +11,8 @@ from fewshot_sparse.solvers.group_lasso_dual import correlations, dual_weights, 
 from fewshot_sparse.solvers.dual_hessian import dual_hessian
 from fewshot_sparse.solvers.group_lasso_newton import kkt_solve, kkt_solve_factored, kkt_solve_kronecker
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
-from solver_checks import check_against_cvxpy, lambda1_all_off, make_task, relu_task
+from solver_checks import check_against_cvxpy
+from tasks import lambda1_all_off, make_task, relu_task
 
 
 @pytest.mark.reference
@@ -117,18 +118,6 @@ def test_all_zero_features_give_zero_weights():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="method"):
         GroupLassoSVMDual(method="newton")
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("l1", [0.0, 0.3])
-def test_cuda_matches_cpu(l1):
-    X, Y = relu_task(12, 25, 300, 5, batch=4, dtype=torch.float32)
-    l1t = l1 * lambda1_all_off(X, Y)
-    b_cpu, i_cpu = GroupLassoSVMDual(tol=1e-5).run(X, Y, l1t, 1.0)
-    b_gpu, i_gpu = GroupLassoSVMDual(tol=1e-5).run(X.cuda(), Y.cuda(), l1t.cuda(), 1.0)
-    assert i_gpu.converged.all() and b_gpu.device.type == "cuda"
-    torch.testing.assert_close(dual_weights(X, Y, b_cpu, l1t, 1.0),
-                               dual_weights(X.cuda(), Y.cuda(), b_gpu, l1t.cuda(), 1.0).cpu(), atol=1e-3, rtol=1e-3)
 
 
 def test_class_block_adjoint_solve_matches_the_dense_projected_form():

@@ -11,7 +11,7 @@ from fewshot_sparse.solvers.group_lasso_dual import dual_gradient, dual_weights
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
 from fewshot_sparse.solvers.prox import smooth_shrink
-from solver_checks import lambda1_all_off, relu_task
+from tasks import lambda1_all_off, relu_task
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 1.0])
@@ -94,3 +94,16 @@ def test_no_host_sync_between_checks_on_the_gpu():
         return sum("synchroniz" in str(w.message) for w in caught)
 
     assert syncs(12) == syncs(4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("l1", [0.0, 0.3])
+def test_cuda_matches_cpu(l1):
+    X, Y = relu_task(12, 25, 300, 5, batch=4, dtype=torch.float32)
+    l1t = l1 * lambda1_all_off(X, Y)
+    b_cpu, i_cpu = GroupLassoSVMDual(tol=1e-5).run(X, Y, l1t, 1.0)
+    Xc, Yc, l1c = (t.to(torch.device("cuda")) for t in (X, Y, l1t))
+    b_gpu, i_gpu = GroupLassoSVMDual(tol=1e-5).run(Xc, Yc, l1c, 1.0)
+    assert i_gpu.converged.all() and b_gpu.device.type == "cuda"
+    torch.testing.assert_close(dual_weights(X, Y, b_cpu, l1t, 1.0),
+                               dual_weights(Xc, Yc, b_gpu, l1c, 1.0).cpu(), atol=1e-3, rtol=1e-3)

@@ -5,7 +5,7 @@ import torch
 
 from fewshot_sparse.solvers.dual_hessian import dual_hessian, hessian_factors
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem, class_block, cholesky_solve
-from solver_checks import relu_task
+from tasks import relu_task
 
 F64 = torch.float64
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The GPU checks of the solver issue in one run, for a session that is lent a GPU:
+#
+#     bash benchmarks/gpu_check.sh          # OUT=folder to keep the logs (default gpu_check_out)
+#
+# Needs only torch with CUDA (and numpy, tqdm, tensorboard, torchvision): the `gpu` tests
+# it runs import no cvxpy (tests/solvers/tasks.py), so it runs on a bare accelerator
+# machine from the source tree, without installing the package. About 3-6 minutes.
+#   1. every test marked `gpu` (CUDA against CPU: solver, sync-free mode, heads, engine, data)
+#   2. the issue's GPU target: 8 tasks, 5-way 15-shot, ResNet-12 features (D = 16,000),
+#      gap <= 1e-4, head forward + backward (target: <= 5 ms)
+#   3. the backbone grid at 5 and 15 shots on the GPU (iterations, ms, head / encoder)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu_check_out}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+    python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+} 2>&1 | tee "$out/env.txt"
+python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
+    tests/solvers/test_ipm_sync_free.py tests/engine/test_engine_step.py \
+    tests/heads/test_heads_contract.py tests/data/test_data_sampler.py 2>&1 | tee "$out/gpu_tests.txt"
+python3 benchmarks/bench_solver.py --device cuda --features backbone --shots 15 \
+    --lambda1 0 active --lambda2 1 --smoothing 0 --no-cvx --no-fista --repeats 5 2>&1 | tee "$out/target.txt"
+timeout 300 python3 benchmarks/bench_solver.py --device cuda --features backbone --shots 5 15 \
+    --lambda1 0 active near --lambda2 0.1 1 10 --smoothing 0 1 --no-cvx --no-fista --repeats 3 \
+    2>&1 | tee "$out/backbone_grid.txt"
