@@ -105,7 +105,6 @@ def test_parser_defaults():
     assert (a.way, a.shot, a.query, a.episodes) == (5, [1, 5], 15, 1000)
 
 
-
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
