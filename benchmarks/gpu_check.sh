@@ -5,11 +5,12 @@
 #
 # Needs only torch with CUDA (and numpy, tqdm, tensorboard, torchvision): the `gpu` tests
 # it runs import no cvxpy (tests/solvers/tasks.py), so it runs on a bare accelerator
-# machine from the source tree, without installing the package. About 3-6 minutes.
+# machine from the source tree, without installing the package. About 4-8 minutes.
 #   1. every test marked `gpu` (CUDA against CPU: solver, sync-free mode, heads, engine, data)
 #   2. the issue's GPU target: 8 tasks, 5-way 15-shot, ResNet-12 features (D = 16,000),
 #      gap <= 1e-4, head forward + backward (target: <= 5 ms)
 #   3. the backbone grid at 5 and 15 shots on the GPU (iterations, ms, head / encoder)
+#   4. one ResNet-12 meta-training step (8 x 5-way 15-shot) split into its parts, fp32 and bf16
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
@@ -27,3 +28,6 @@ python3 benchmarks/bench_solver.py --device cuda --features backbone --shots 15 
 timeout 300 python3 benchmarks/bench_solver.py --device cuda --features backbone --shots 5 15 \
     --lambda1 0 active near --lambda2 0.1 1 10 --smoothing 0 1 --no-cvx --no-fista --repeats 3 \
     2>&1 | tee "$out/backbone_grid.txt"
+for amp in "" --amp; do
+    timeout 240 python3 benchmarks/bench_train_step.py --device cuda $amp 2>&1 | tee -a "$out/train_step.txt"
+done
