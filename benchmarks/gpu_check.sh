@@ -5,7 +5,8 @@
 #
 # Needs only torch with CUDA (and numpy, tqdm, tensorboard, torchvision): the `gpu` tests
 # it runs import no cvxpy (tests/solvers/tasks.py), so it runs on a bare accelerator
-# machine from the source tree, without installing the package. At most about 9 minutes (the later parts are time-boxed), within one device call.
+# machine from the source tree, without installing the package. At most about 9 minutes
+# (the later parts are time-boxed): one 10-minute device call.
 #   1. every test marked `gpu` (CUDA against CPU: solver, sync-free mode, heads, engine, data)
 #   2. the GPU target: 8 tasks, 5-way 15-shot, ResNet-12 features (D = 16,000),
 #      gap <= 1e-4, head forward + backward (target: <= 5 ms)
