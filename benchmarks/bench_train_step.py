@@ -26,7 +26,9 @@ from fewshot_sparse.config import load_config
 from fewshot_sparse.data import EpisodeAugment, EpisodeSampler, PreparedSplit
 from fewshot_sparse.data.loader import collate_episodes
 from fewshot_sparse.encoders import build_encoder
+from fewshot_sparse.engine.device import resolve_device
 from fewshot_sparse.engine.train import derived_seed, make_optimizer
+from fewshot_sparse.errors import ConfigError
 from fewshot_sparse.heads import build_head
 from fewshot_sparse.model import EpisodicModel, build_model
 
@@ -169,8 +171,10 @@ def main(argv=None):
                    help="CPU-sized: 2 episodes x 5-way 1-shot 2-query at 84x84, 3 repeats")
     p.add_argument("--demo", action="store_true", help="episodes/s of the demo_glyphs recipe")
     args = p.parse_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
-                          if args.device == "auto" else args.device)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as e:
+        p.error(str(e))
     warnings.filterwarnings("ignore", message=".*tasks converged.*")
     if args.demo:
         return bench_demo(args, device)
