@@ -237,20 +237,15 @@ def _newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor, floor: fl
     db, dnu, dz = solve(comp + db * dz - target)  # corrector + centring
     alpha = _max_step(beta, db, z, dz, _STEP_TO_BOUNDARY)
     bad = ~system.ok | ~torch.isfinite(alpha)
-    alpha = torch.where(bad, torch.zeros_like(alpha), alpha)
-    zero = torch.zeros_like(db)
-    db, dz = torch.where(bad, zero, db), torch.where(bad, zero, dz)
-    dnu = torch.where(bad, torch.zeros_like(dnu), dnu)
+    alpha, db, dnu, dz = (torch.where(bad, 0.0, t) for t in (alpha, db, dnu, dz))
     return _Step(db, dnu, dz, alpha)
 
 
 def _max_step(beta: Tensor, db: Tensor, z: Tensor, dz: Tensor, fraction: float) -> Tensor:
     """The largest alpha <= 1 with beta + alpha db >= (1 - fraction) beta and the same for
     z, per task [B, 1, 1]."""
-    inf = torch.full_like(beta, float("inf"))
-    rb = torch.where(db < 0, -beta / db, inf).amin((1, 2), keepdim=True)
-    rz = torch.where(dz < 0, -z / dz, inf).amin((1, 2), keepdim=True)
-    return (fraction * torch.minimum(rb, rz)).clamp(max=1.0)
+    x, dx = torch.cat([beta, z], -1), torch.cat([db, dz], -1)  # one pass over both
+    return (fraction * torch.where(dx < 0, -x / dx, float("inf")).amin((1, 2), keepdim=True)).clamp(max=1.0)
 
 
 def _compact(keep: Tensor, X: Tensor, V: Tensor, col_norms: Tensor):
