@@ -138,7 +138,7 @@ class InteriorPointSolver:
             b0 = project_rows_to_simplex(beta0.detach().to(WORK))  # interior point near it
             start = (b0, duality_gap(X, Yw, b0, l1, l2, s, K))
             beta = 0.99 * b0 + 0.01 * beta
-        eps = _SMOOTHING * l1x if smooth else None
+        eps = eps0 = _SMOOTHING * l1x if smooth else None  # [B, 1, 1]
         g, (p, d, gap), V, gm = evaluate(beta, eps)
         # multipliers' start (docs/math.md, 6): z = theta * spread_i on every entry of row
         # i, nu_i the row mean of z - grad; the dual residual starts at the gradient's
@@ -150,7 +150,7 @@ class InteriorPointSolver:
 
         def eps_of(beta, z):  # [..., B, 1, 1]: shrinks like sqrt(mu) from _SMOOTHING lambda1
             mu = (beta * z).mean((-2, -1), keepdim=True)
-            return _SMOOTHING * l1x * torch.sqrt(mu / mu0).clamp(max=1.0).to(X.dtype)
+            return eps0 * torch.sqrt(mu / mu0).clamp(max=1.0).to(X.dtype)
 
         out_beta, out = beta.clone(), (p.clone(), d.clone(), gap.clone())
         if beta0 is not None:
@@ -181,7 +181,7 @@ class InteriorPointSolver:
                 system = NullSpaceSystem(factors, z / beta, ridge)
             step = _newton_direction(system, beta, z, gm + nu - z, _RESIDUAL_FLOOR[smooth])
             ridge = torch.where(system.ok, ridge, ridge * 1e4)
-            step.alpha = alpha = torch.where(done[:, None, None], torch.zeros_like(ridge), step.alpha)
+            step.alpha = alpha = torch.where(done[:, None, None], 0.0, step.alpha)
             evaluation = None
             if smooth and sync_free:
                 alpha = batched_line_search(Xa, Yw, l1, l2, s, eps_of, beta, nu, z, gm, step)
