@@ -83,11 +83,11 @@ def hessian_factors(
     V = correlations(X, Y - beta) if V is None else V  # [B, D, W]
     n = torch.sqrt((V * V).sum(-1))  # [B, D]; several times faster than a norm on V's transposed layout
     lam = l1[:, :, 0].to(X.dtype)  # [B, 1]
-    n_safe = torch.where(n > 0, n, torch.ones_like(n))
+    n_safe = torch.where(n > 0, n, 1.0)
     if eps is None:
         active = (n > lam) | (lam <= 0)
-        b = torch.where(active, lam / n_safe, torch.zeros_like(n))
-        a = torch.where(active, 1.0 - b, torch.zeros_like(n))
+        b = torch.where(active, lam / n_safe, 0.0)
+        a = torch.where(active, 1.0 - b, 0.0)
     else:  # the smoothed model: radial curvature p'(t), tangential p(t) / t (prox.py)
         e = eps[:, :, 0].to(X.dtype)
         u = n - lam
@@ -97,7 +97,7 @@ def hessian_factors(
         # a I + b vv^T with b = p' - a; b < 0 (far below the threshold, where both are
         # tiny) is raised to 0, a majorant; b below 1e-6 is dropped (nothing to gather)
         b = (radial - a).clamp_min(0.0)
-        b = torch.where(b > _NEGLIGIBLE, b, torch.zeros_like(b))
+        b = torch.where(b > _NEGLIGIBLE, b, 0.0)
         active = a > 0
     Ka = torch.bmm(X * a[:, None, :], X.transpose(1, 2)).to(work) / l2
     scale = torch.sqrt(b / l2[:, :, 0].to(X.dtype)) / n_safe  # zero off the rank-one groups

@@ -43,9 +43,9 @@ def block_soft_threshold(v: Tensor, lam: Tensor) -> Tensor:
     lam = torch.as_tensor(lam, dtype=v.dtype, device=v.device)
     sq = (v * v).sum(dim=-1, keepdim=True)  # 20x faster than vector_norm on the transposed layout
     pos = sq > 0
-    norm = torch.sqrt(torch.where(pos, sq, torch.ones_like(sq)))  # = ||v_j|| where non-zero
+    norm = torch.sqrt(torch.where(pos, sq, 1.0))  # = ||v_j|| where non-zero
     keep = (pos & (norm > lam)) | (lam <= 0)
-    scale = torch.where(keep, 1.0 - lam / norm, torch.zeros_like(norm))
+    scale = torch.where(keep, 1.0 - lam / norm, 0.0)
     return scale * v
 
 
@@ -64,4 +64,4 @@ def smooth_shrink(v: Tensor, lam: Tensor, eps: Tensor) -> Tensor:
     u = n - lam
     p = 0.5 * (u + torch.sqrt(u * u + 4.0 * eps * eps))
     floor = torch.maximum(n, torch.as_tensor(eps, dtype=v.dtype).clamp_min(torch.finfo(v.dtype).tiny))
-    return torch.where(n > 0, p / floor, torch.zeros_like(n)) * v
+    return torch.where(n > 0, p / floor, 0.0) * v
