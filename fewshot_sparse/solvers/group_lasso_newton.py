@@ -11,7 +11,7 @@ from torch import Tensor
 
 from fewshot_sparse.solvers.dual_hessian import hessian_factors
 from fewshot_sparse.solvers.group_lasso_dual import dual_gradient, gram, lipschitz_constant
-from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, class_block
+from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, cholesky_solve, class_block
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 
@@ -51,7 +51,7 @@ def kkt_solve(H: Tensor, rhs: Tensor, free: Tensor, ridge: Optional[float] = Non
     if bool((info > 0).any()):  # numerically indefinite: fall back to the pseudo-inverse
         u = torch.linalg.pinv(A, hermitian=True) @ b
     else:
-        u = torch.cholesky_solve(b, L)
+        u = cholesky_solve(b, L)
     return _project_free(u, free).reshape(B, S, W)
 
 
@@ -133,7 +133,7 @@ def kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs: Tensor, free: Tensor)
     scale = torch.where(zero, one, scale)
     R.diagonal(dim1=1, dim2=2).add_((used * (f.shift + ridge) + (1.0 - used) * scale).reshape(B, S * k))
     L, info = torch.linalg.cholesky_ex(R)
-    y = torch.cholesky_solve(torch.einsum("bica,bic->bia", Q, rhs.to(torch.float64)).reshape(B, S * k, 1), L)
+    y = cholesky_solve(torch.einsum("bica,bic->bia", Q, rhs.to(torch.float64)).reshape(B, S * k, 1), L)
     u = torch.einsum("bica,bia->bic", Q, y.reshape(B, S, k))
     bad = info > 0
     if bool(bad.any()):

@@ -5,7 +5,7 @@ import torch
 
 from fewshot_sparse.solvers.dual_hessian import dual_hessian, hessian_factors
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem, class_block, cholesky_solve
-from tasks import relu_task
+from tasks import lambda1_all_off, relu_task
 
 F64 = torch.float64
 
@@ -37,7 +37,7 @@ def barrier_and_rhs(seed: int, shape):
 def test_null_space_system_matches_the_dense_kkt_solve(smoothing):
     X, Y = relu_task(seed=3, S=12, D=30, W=4, batch=2)
     beta = torch.full_like(Y, 0.25)
-    l1 = torch.tensor([0.3, 0.8], dtype=F64).reshape(2, 1, 1) * correlation_scale(X, Y)
+    l1 = (torch.tensor([0.3, 0.8], dtype=F64) * lambda1_all_off(X, Y)).reshape(2, 1, 1)
     l2 = torch.tensor([0.5, 2.0], dtype=F64).reshape(2, 1, 1)
     H = dual_hessian(X, Y, beta, l1, l2, smoothing)
     factors = hessian_factors(X, Y, beta, l1, l2, smoothing)
@@ -72,9 +72,3 @@ def test_cholesky_solve_by_two_triangular_solves():
     M, b = A @ A.mT, torch.randn(3, 7, 2, generator=g, dtype=F64)
     L = torch.linalg.cholesky(M)
     torch.testing.assert_close(cholesky_solve(b, L), torch.linalg.solve(M, b))
-
-
-def correlation_scale(X, Y):
-    """max_j ||x^j^T (Y - 1/W)||: a scale for lambda1 that leaves some groups active."""
-    V = X.transpose(1, 2) @ (Y - 1.0 / Y.shape[-1])
-    return torch.linalg.vector_norm(V, dim=-1).amax(-1).reshape(-1, 1, 1)
