@@ -17,6 +17,7 @@ lambda_max, by bisection)}, lambda2 in {0.1, 1, 10, 100}, smoothing in {0, 1}.
 
 Methods (each: solve, logits, cross-entropy on the query labels, backward to the features)
   ipm    the head's default: batched interior-point solver + implicit gradient
+  eager  on CUDA, ipm without its CUDA graph (every operation launched from Python)
   fista  the same head with the first-order solver (cap --fista-max-iter)
   cvx    fewshot_sparse.reference (cvxpylayers + diffcp, Clarabel) on the first task, at
          D = 640 only; ipm is re-timed on that one task for the ratio. Building the layer
@@ -30,6 +31,7 @@ measured against the dual value of a tight ipm solution.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import statistics
 import sys
@@ -210,6 +212,10 @@ def bench_config(args, batch, feat, shot, l1_kind, l2, s, devices, out: List[str
             if batch["encoder_ms"] is not None:
                 cols.append(f"head/encoder {ms / batch['encoder_ms']:.3f}")
         out.append(f"{tag} " + " ".join(cols))
+        if dev == "cuda":  # the same iterations launched op by op, without the CUDA graph
+            ms_e, info = run_ours(batch, l1, l2, s, dataclasses.replace(ipm, cuda_graph=False), dev, args.repeats)
+            out.append(f"{tag} eager/cuda {ms_e:8.1f} {int(info.iterations.max()):>5} {float(info.gap.max()):8.1e} "
+                       f"{int((~info.converged).sum()):>3} graph {ratio(ms_e, ms)} faster")
     if not args.no_fista:
         ms, info = run_ours(batch, l1, l2, s, fista, "cpu", 1)
         unconv = int((~info.converged).sum())

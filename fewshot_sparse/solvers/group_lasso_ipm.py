@@ -15,15 +15,18 @@ what makes non-negative backbone features tractable.
 
 GPU-first: all tasks of the batch run in lockstep, finished ones are frozen by a mask
 (no shape changes); with ``sync_free`` (the default off the CPU) the only host
-synchronisation is the convergence check every ``check_every`` iterations. Dtype policy: products with the features run in X's dtype
-(float32 for float32 features), everything of size S W (iterates, Newton matrices,
-Cholesky factors) in float64, where the barrier's 1e±12 diagonal spread needs it.
+synchronisation is the convergence check every ``check_every`` iterations, and on CUDA
+each iteration (``_iteration``, a function of its state and constants only) is replayed
+as one captured CUDA graph (graph_loop.py). Dtype policy: products with the features run
+in X's dtype (float32 for float32 features), everything of size S W (iterates, Newton
+matrices, Cholesky factors) in float64, where the barrier's 1e±12 diagonal spread needs it.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -45,7 +48,8 @@ from fewshot_sparse.solvers.dual_hessian import hessian_factors
 from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo
 from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
-from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem, class_block
+from fewshot_sparse.solvers.graph_loop import graph_loop
+from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem, class_block, sum_zero_basis
 from fewshot_sparse.solvers.prox import block_soft_threshold, project_rows_to_simplex, smooth_shrink
 
 WORK = torch.float64
@@ -72,6 +76,10 @@ class InteriorPointSolver:
                   CPU): for lambda1 > 0 the Hessian carries every group, masked, instead of
                   gathering the active ones, the line search evaluates all its candidates
                   at once, and screening does not compact. Same iterates, more flops.
+    cuda_graph    keep the iterates in static buffers and replay each iteration as one
+                  captured CUDA graph (graph_loop.py; default: on CUDA in the sync-free
+                  mode). Off CUDA, True runs the same buffers uncaptured, the twin the
+                  tests compare against. Same iterates, one launch per iteration.
     """
 
     tol: float = 1e-4
@@ -80,6 +88,7 @@ class InteriorPointSolver:
     check_every: int = 1
     polish_below: float = 1e-5
     sync_free: Optional[bool] = None
+    cuda_graph: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if not (self.tol >= 0 and self.max_iter >= 0 and self.smoothing >= 0 and self.check_every >= 1):
@@ -102,55 +111,44 @@ class InteriorPointSolver:
         check_lambdas(l1, l2)
         s = self.smoothing
         Yw = Y.to(WORK)
+        c = dict(X=X, Y=Yw, l1=l1, l2=l2)
         # lambda1 = 0 in every task and S <= D: f is quadratic, K = X X^T carries it all
         K = None
         if X.shape[1] <= X.shape[2] and not bool((l1 > 0).any()):
             Xw = X.to(WORK)
-            K = torch.bmm(Xw, Xw.transpose(1, 2))
-            A = class_block(K, l2, s)  # H in class blocks
-
-        # gap-safe screening (s > 0, lambda1 > 0): certified-zero groups leave the features
-        sync_free = X.device.type != "cpu" if self.sync_free is None else self.sync_free
-        Xa, screen = X, s > 0 and K is None and not sync_free and bool((l1 > 0).any())
-        col_norms = torch.linalg.vector_norm(X, dim=1).to(WORK) if screen else None
-
+            c["K"] = K = torch.bmm(Xw, Xw.transpose(1, 2))
+            c["A"] = class_block(K, l2, s)  # H in class blocks
         # lambda1 > 0: the Newton steps follow a model of f whose group kinks are rounded
         # over eps, shrinking with the complementarity (docs/math.md, 6); the gaps, the
         # stopping test and the polish use f itself
-        smooth, l1x = K is None, l1.to(X.dtype)
-
-        def evaluate(beta, eps):
-            """grad f, (primal, dual, gap), V and the gradient of the Newton model at beta:
-            one product with X^T and one with X (true and model scores side by side)."""
-            if not smooth:
-                Z, sq, l21 = scores(Xa, Yw, beta, l1, l2, K, norms=True)
-                g = gradient_from_scores(Yw, beta, l2, s, Z)
-                return g, gap_from_scores(Yw, beta, l1, l2, s, Z, sq, l21), None, g
-            V = correlations(Xa, Yw - beta)
-            U = block_soft_threshold(V, l1x)
-            ZZ = torch.bmm(Xa, torch.cat([U, smooth_shrink(V, l1x, eps)], -1)).to(WORK) / l2
-            Z, Zm = ZZ[..., :W], ZZ[..., W:]
-            gaps = gap_from_scores(Yw, beta, l1, l2, s, Z, *shrunk_norms(U, WORK))
-            return gradient_from_scores(Yw, beta, l2, s, Z), gaps, V, gradient_from_scores(Yw, beta, l2, s, Zm)
+        smooth = K is None
+        sync_free = X.device.type != "cpu" if self.sync_free is None else self.sync_free
+        graph = (sync_free and X.device.type == "cuda") if self.cuda_graph is None else self.cuda_graph
+        if graph and not sync_free:
+            raise ValueError("cuda_graph=True needs the sync-free mode (sync_free=None or True)")
+        o = _Options(smooth, sync_free, s, _RESIDUAL_FLOOR[smooth])
+        # gap-safe screening (s > 0, lambda1 > 0): certified-zero groups leave the features
+        screen = s > 0 and smooth and not sync_free and bool((l1 > 0).any())
+        col_norms = torch.linalg.vector_norm(X, dim=1).to(WORK) if screen else None
+        if smooth:
+            c["l1x"] = l1.to(X.dtype)
+            c["eps0"] = _SMOOTHING * c["l1x"]  # [B, 1, 1]
+            c["N"] = sum_zero_basis(W, WORK, X.device)
 
         beta = torch.full_like(Yw, 1.0 / W)
         if beta0 is not None:  # a warm start that already meets tol is the answer; else an
             b0 = project_rows_to_simplex(beta0.detach().to(WORK))  # interior point near it
             start = (b0, duality_gap(X, Yw, b0, l1, l2, s, K))
             beta = 0.99 * b0 + 0.01 * beta
-        eps = eps0 = _SMOOTHING * l1x if smooth else None  # [B, 1, 1]
-        g, (p, d, gap), V, gm = evaluate(beta, eps)
+        eps = c.get("eps0")
+        g, (p, d, gap), V, gm = _evaluate(c, o, beta, eps)
         # multipliers' start (docs/math.md, 6): z = theta * spread_i on every entry of row
         # i, nu_i the row mean of z - grad; the dual residual starts at the gradient's
         # deviation from its row mean, and mu0 is a fraction of what a feasible z gives
         spread = (gm.amax(-1, keepdim=True) - gm.amin(-1, keepdim=True)).clamp_min(1e-3 * (1.0 + gm.abs().amax((1, 2), keepdim=True)))
         z = _START_SCALE[smooth] * spread.expand_as(gm)
         nu = (z - gm).mean(-1, keepdim=True)
-        mu0 = (beta * z).mean((1, 2), keepdim=True)
-
-        def eps_of(beta, z):  # [..., B, 1, 1]: shrinks like sqrt(mu) from _SMOOTHING lambda1
-            mu = (beta * z).mean((-2, -1), keepdim=True)
-            return eps0 * torch.sqrt(mu / mu0).clamp(max=1.0).to(X.dtype)
+        c["mu0"] = (beta * z).mean((1, 2), keepdim=True)
 
         out_beta, out = beta.clone(), (p.clone(), d.clone(), gap.clone())
         if beta0 is not None:
@@ -158,40 +156,36 @@ class InteriorPointSolver:
         iters = torch.zeros(B, dtype=torch.long, device=X.device)
         done = torch.zeros(B, dtype=torch.bool, device=X.device)
         ridge = torch.full((B, 1, 1), 1e-14, dtype=WORK, device=X.device)
+        state = dict(beta=beta, nu=nu, z=z, g=g, p=p, d=d, gap=gap, gm=gm, ridge=ridge, done=done)
+        if smooth:
+            state.update(V=V, eps=eps)
+        if graph:  # static buffers, replayed as one CUDA graph per iteration on CUDA
+            key = (X.device, X.dtype, tuple(X.shape), W, o, tuple(sorted(c)))
+            loop = graph_loop(key, functools.partial(_iteration, o=o), state, c)
+        else:
+            loop = _EagerLoop(state, c, o)
+        st = loop.state
         for k in range(self.max_iter + 1):
             if k % self.check_every == 0 or k == self.max_iter:
+                p, d, gap, beta = st["p"], st["d"], st["gap"], st["beta"]
                 better = ~done & (gap < out[2])
                 out_beta, out = _keep(better, beta, out_beta, (p, d, gap), out)
                 iters = torch.where(better, k, iters)
                 want = ~done & (out[2] > self.tol) & (gap < self.polish_below)
                 if k > 0 and bool(want.any()):
-                    out_beta, out, polished = self._polish(Xa, Yw, beta, z, l1, l2, K, want, out_beta, out)
+                    out_beta, out, polished = self._polish(loop.consts["X"], Yw, beta, st["z"], l1, l2, K, want, out_beta, out)
                     iters = torch.where(polished, k + 1, iters)
                 done = done | (out[2] <= self.tol)
                 if bool(done.all()) or k == self.max_iter:  # the only host sync
                     break
+                loop.write(done=done)
                 if screen:
-                    keep = safe_groups(V, col_norms, l1, l2, s, p - d)
+                    keep = safe_groups(st["V"], col_norms, l1, l2, s, p - d)
                     if int(keep.sum(-1).max()) <= _COMPACT_BELOW * keep.shape[-1]:
-                        Xa, V, col_norms = _compact(keep, Xa, V, col_norms)
-            if K is not None:
-                system = KroneckerSystem(A, z / beta, ridge)
-            else:
-                factors = hessian_factors(Xa, Yw, beta, l1, l2, s, V=V, gather=not sync_free, eps=eps)
-                system = NullSpaceSystem(factors, z / beta, ridge)
-            step = _newton_direction(system, beta, z, gm + nu - z, _RESIDUAL_FLOOR[smooth])
-            ridge = torch.where(system.ok, ridge, ridge * 1e4)
-            step.alpha = alpha = torch.where(done[:, None, None], 0.0, step.alpha)
-            evaluation = None
-            if smooth and sync_free:
-                alpha = batched_line_search(Xa, Yw, l1, l2, s, eps_of, beta, nu, z, gm, step)
-            elif smooth:  # the chosen point comes evaluated
-                alpha, evaluation = backtrack(evaluate, eps_of, beta, nu, z, gm, step)
-            beta = beta + alpha * step.d_beta
-            nu = nu + alpha * step.d_nu
-            z = z + alpha * step.d_z
-            eps = eps_of(beta, z) if smooth else None
-            g, (p, d, gap), V, gm = evaluate(beta, eps) if evaluation is None else evaluation
+                        loop.consts["X"], V, col_norms = _compact(keep, loop.consts["X"], st["V"], col_norms)
+                        loop.write(V=V)
+            loop.step()
+            st = loop.state
 
         beta_out = out_beta / out_beta.sum(-1, keepdim=True)  # exact row sums (round-off)
         info = SolverInfo(iterations=iters, primal=out[0], dual=out[1], gap=out[2], converged=out[2] <= self.tol)
@@ -205,6 +199,80 @@ class InteriorPointSolver:
         better = want & (gc < out[2])
         out_beta, out = _keep(better, cand, out_beta, (pc, dc, gc), out)
         return out_beta, out, better
+
+
+class _Options(NamedTuple):
+    smooth: bool  # lambda1 > 0 somewhere: the smoothed model (else K = X X^T carries f)
+    sync_free: bool
+    smoothing: float
+    floor: float  # the centring floor, relative to the dual residual
+
+
+def _evaluate(c, o: _Options, beta: Tensor, eps: Optional[Tensor]):
+    """grad f, (primal, dual, gap), V and the gradient of the Newton model at beta: one
+    product with X^T and one with X (true and model scores side by side)."""
+    X, Y, l1, l2, s = c["X"], c["Y"], c["l1"], c["l2"], o.smoothing
+    if not o.smooth:
+        Z, sq, l21 = scores(X, Y, beta, l1, l2, c["K"], norms=True)
+        g = gradient_from_scores(Y, beta, l2, s, Z)
+        return g, gap_from_scores(Y, beta, l1, l2, s, Z, sq, l21), None, g
+    W = Y.shape[-1]
+    V = correlations(X, Y - beta)
+    U = block_soft_threshold(V, c["l1x"])
+    ZZ = torch.bmm(X, torch.cat([U, smooth_shrink(V, c["l1x"], eps)], -1)).to(WORK) / l2
+    Z, Zm = ZZ[..., :W], ZZ[..., W:]
+    gaps = gap_from_scores(Y, beta, l1, l2, s, Z, *shrunk_norms(U, WORK))
+    return gradient_from_scores(Y, beta, l2, s, Z), gaps, V, gradient_from_scores(Y, beta, l2, s, Zm)
+
+
+def _eps_of(c, beta: Tensor, z: Tensor) -> Tensor:
+    """The smoothing [..., B, 1, 1]: shrinks like sqrt(mu) from _SMOOTHING lambda1."""
+    mu = (beta * z).mean((-2, -1), keepdim=True)
+    return c["eps0"] * torch.sqrt(mu / c["mu0"]).clamp(max=1.0).to(c["X"].dtype)
+
+
+def _iteration(st, c, o: _Options):
+    """One interior-point iteration: the state dict (beta, nu, z, their evaluation, ridge,
+    done) after it. Finished tasks (``done``) keep their point. Reads nothing but its
+    arguments, so that graph_loop.py can capture it."""
+    beta, nu, z, gm, ridge = st["beta"], st["nu"], st["z"], st["gm"], st["ridge"]
+    X, Y, l1, l2, s = c["X"], c["Y"], c["l1"], c["l2"], o.smoothing
+    if not o.smooth:
+        system = KroneckerSystem(c["A"], z / beta, ridge)
+    else:
+        factors = hessian_factors(X, Y, beta, l1, l2, s, V=st["V"], gather=not o.sync_free, eps=st["eps"])
+        system = NullSpaceSystem(factors, z / beta, ridge, basis=c["N"])
+    step = _newton_direction(system, beta, z, gm + nu - z, o.floor)
+    ridge = torch.where(system.ok, ridge, ridge * 1e4)
+    step.alpha = alpha = torch.where(st["done"][:, None, None], 0.0, step.alpha)
+    evaluation = None
+    eps_of = functools.partial(_eps_of, c)
+    if o.smooth and o.sync_free:
+        alpha = batched_line_search(X, Y, l1, l2, s, eps_of, beta, nu, z, gm, step)
+    elif o.smooth:  # the chosen point comes evaluated
+        alpha, evaluation = backtrack(functools.partial(_evaluate, c, o), eps_of, beta, nu, z, gm, step)
+    beta = beta + alpha * step.d_beta
+    z = z + alpha * step.d_z
+    eps = eps_of(beta, z) if o.smooth else None
+    g, (p, d, gap), V, gm = _evaluate(c, o, beta, eps) if evaluation is None else evaluation
+    out = dict(beta=beta, nu=nu + alpha * step.d_nu, z=z, g=g, p=p, d=d, gap=gap, gm=gm, ridge=ridge, done=st["done"])
+    if o.smooth:
+        out.update(V=V, eps=eps)
+    return out
+
+
+class _EagerLoop:
+    """graph_loop.GraphLoop's interface without static buffers (the CPU path, where
+    screening may shrink the features between iterations)."""
+
+    def __init__(self, state, consts, options: _Options):
+        self.state, self.consts, self._options = state, consts, options
+
+    def write(self, **values: Tensor) -> None:
+        self.state.update(values)
+
+    def step(self) -> None:
+        self.state = _iteration(self.state, self.consts, self._options)
 
 
 @dataclass

@@ -42,6 +42,8 @@ class GroupLassoSVMDual:
     polish       face-Newton steps for tight tolerances (docs/math.md, 6): crossover from
                  the interior ("ipm", below a gap of 1e-7) or polish ("fista", below 1e-5)
     sync_free    "ipm": no host synchronisation between checks (None: off the CPU only)
+    cuda_graph   "ipm": each iteration replayed as one captured CUDA graph (None: on CUDA in
+                 the sync-free mode; True elsewhere runs its uncaptured twin)
     """
 
     tol: float = 1e-4
@@ -51,6 +53,7 @@ class GroupLassoSVMDual:
     check_every: Optional[int] = None
     polish: bool = True
     sync_free: Optional[bool] = None
+    cuda_graph: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -63,7 +66,7 @@ class GroupLassoSVMDual:
         if self.method == "ipm":
             return InteriorPointSolver(
                 **common, check_every=1 if every is None else every, polish_below=1e-7 if self.polish else 0.0,
-                sync_free=self.sync_free,
+                sync_free=self.sync_free, cuda_graph=self.cuda_graph,
             )
         return FistaSolver(**common, check_every=10 if every is None else every, polish=self.polish)
 

@@ -75,7 +75,9 @@ class KroneckerSystem:
 
 
 class NullSpaceSystem:
-    """lambda1 > 0, H from its factors (dual_hessian.py), d [B, S, W], ridge [B, 1, 1].
+    """lambda1 > 0, H from its factors (dual_hessian.py), d [B, S, W], ridge [B, 1, 1];
+    ``basis`` = sum_zero_basis(W) in d's dtype and device, where the caller has it (a CUDA
+    graph may not copy it from the host).
 
     E d_beta = 0 says that each row of d_beta sums to zero: d_beta = y N^T with N [W, W-1]
     an orthonormal basis of the sum-zero vectors, and the projected system
@@ -86,10 +88,11 @@ class NullSpaceSystem:
     (S W)-sized one plus the S x S Schur complement: about 3x fewer flops at 5 ways. Then
     E^T d_nu = r - M d_beta, whose rows are constant: d_nu is their mean."""
 
-    def __init__(self, factors, d: Tensor, ridge: Tensor):
+    def __init__(self, factors, d: Tensor, ridge: Tensor, basis: Optional[Tensor] = None):
         B, S, W = d.shape
         k = W - 1
-        self.factors, self.d, self.N = factors, d, sum_zero_basis(W, d.dtype, d.device)
+        self.N = sum_zero_basis(W, d.dtype, d.device) if basis is None else basis  # [W, W-1]
+        self.factors, self.d = factors, d
         if factors.Xg is None:
             R = torch.zeros(B, S * k, S * k, dtype=d.dtype, device=d.device)
         else:

@@ -82,6 +82,8 @@ def test_no_host_sync_between_checks_on_the_gpu():
     l1 = (0.2 * lambda1_all_off(X, Y)).to(dev)
     X, Y = X.to(dev), Y.to(dev)
 
+    GroupLassoSVMDual(tol=0.0, max_iter=2).run(X, Y, l1, 1.0)  # captures the CUDA graph (syncs once)
+
     def syncs(iters):
         solver = GroupLassoSVMDual(tol=0.0, max_iter=iters, check_every=1000)
         torch.cuda.set_sync_debug_mode("warn")

@@ -1,0 +1,108 @@
+"""An iteration ``step(state, consts) -> state`` replayed as a captured CUDA graph.
+
+A solver iteration on a GPU launches a few hundred small kernels; launched one by one from
+Python each costs several microseconds of host time, far more than the GPU spends on it
+(benchmarks.md). Captured once as a CUDA graph, the whole iteration is one launch.
+
+A graph reads and writes fixed addresses, so the loop keeps its state and constants in
+static buffers: ``load`` copies a call's values into them, each ``step`` replaces the
+state by the step's output (in place), and code between steps (the convergence checks)
+reads ``state`` and writes through ``write``. The same loop runs without capture off
+CUDA: the plain-PyTorch twin the tests compare the graph against (same buffers, same
+order of writes), and the fallback when a capture fails.
+
+Loops are cached by key (shapes, dtypes, device, options), so repeated solves of the same
+shape (every training step) capture once. ``step`` must depend on nothing but its two
+arguments and the key.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from typing import Callable, Dict, Hashable
+
+import torch
+from torch import Tensor
+
+Tensors = Dict[str, Tensor]
+CACHE_SIZE = 4  # captured loops kept (each holds its buffers and graph memory)
+_cache: "OrderedDict[Hashable, GraphLoop]" = OrderedDict()
+
+
+class GraphLoop:
+    """Static buffers for ``state`` and ``consts`` and, on CUDA, the captured graph of one
+    ``step``; captured lazily at the first ``step`` (after ``load``)."""
+
+    def __init__(self, step: Callable[[Tensors, Tensors], Tensors], state: Tensors, consts: Tensors):
+        self._step = step
+        self.state = {k: v.clone() for k, v in state.items()}
+        self.consts = {k: v.clone() for k, v in consts.items()}
+        self._graph = None
+        self._capture = next(iter(self.state.values())).device.type == "cuda"
+
+    def load(self, state: Tensors, consts: Tensors) -> None:
+        """Copy a new call's values into the buffers (same keys, shapes and dtypes)."""
+        self.write(**state)
+        for k, v in consts.items():
+            self.consts[k].copy_(v)
+
+    def write(self, **values: Tensor) -> None:
+        for k, v in values.items():
+            if v is not self.state[k]:
+                self.state[k].copy_(v)
+
+    def step(self) -> None:
+        if self._capture and self._graph is None:
+            self._graph = self._captured()
+        if self._graph is not None:
+            self._graph.replay()
+        else:
+            self._advance()
+
+    def _advance(self) -> None:
+        """state <- step(state, consts). An output that shares memory with another state
+        buffer is copied first: written in place, that buffer could change before it is read."""
+        new = self._step(self.state, self.consts)
+        ptrs = {k: v.untyped_storage().data_ptr() for k, v in self.state.items()}
+        for k, v in new.items():
+            if any(p == v.untyped_storage().data_ptr() for j, p in ptrs.items() if j != k):
+                new[k] = v.clone()
+        self.write(**new)
+
+    def _captured(self):
+        """The graph of one step, or None (with a warning) where capture fails."""
+        device = next(iter(self.state.values())).device
+        try:
+            side = torch.cuda.Stream(device=device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm-up on copies: library handles, workspaces
+                for _ in range(2):
+                    self._step({k: v.clone() for k, v in self.state.items()}, self.consts)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._advance()
+            return graph
+        except RuntimeError as err:  # e.g. an operation that cannot be captured
+            self._capture = False
+            warnings.warn(f"CUDA graph capture failed ({str(err).splitlines()[0]}); the iterations run uncaptured")
+            return None
+
+
+def graph_loop(key: Hashable, step: Callable[[Tensors, Tensors], Tensors], state: Tensors, consts: Tensors) -> GraphLoop:
+    """The cached loop for ``key`` loaded with ``state`` and ``consts`` (a new one on a miss)."""
+    loop = _cache.pop(key, None)
+    if loop is None:
+        loop = GraphLoop(step, state, consts)
+    else:
+        loop.load(state, consts)
+    _cache[key] = loop
+    while len(_cache) > CACHE_SIZE:
+        _cache.popitem(last=False)
+    return loop
+
+
+def clear_graph_cache() -> None:
+    """Free every cached loop (its buffers and graph memory)."""
+    _cache.clear()

@@ -1,0 +1,78 @@
+"""The CUDA-graph loop of the interior-point solver: its static-buffer twin (what a
+captured graph replays, run uncaptured) takes exactly the steps of the eager loop, also
+when a cached loop is reloaded with another problem of the same shape; on a GPU, the
+captured graph takes the steps the eager CUDA loop takes."""
+
+import pytest
+import torch
+
+from fewshot_sparse.solvers import graph_loop
+from fewshot_sparse.solvers.group_lasso_dual import dual_weights
+from fewshot_sparse.solvers.group_lasso_ipm import InteriorPointSolver
+from tasks import lambda1_all_off, relu_task
+
+
+def _fibonacci(state, consts):
+    """Outputs that alias another state buffer (a <- b) must be read before b is written."""
+    return {"b": state["a"] + state["b"] * consts["one"], "a": state["b"]}
+
+
+def test_an_output_aliasing_another_buffer_is_read_before_that_buffer_is_written():
+    graph_loop.clear_graph_cache()
+    state = {"a": torch.tensor([0.0]), "b": torch.tensor([1.0])}
+    loop = graph_loop.graph_loop("fib", _fibonacci, state, {"one": torch.tensor([1.0])})
+    for _ in range(10):
+        loop.step()
+    assert loop.state["a"].item() == 55.0 and loop.state["b"].item() == 89.0
+    assert state["a"].item() == 0.0  # the caller's tensors are copied, never written
+
+
+def test_the_cache_keeps_the_latest_loops_and_reloads_them():
+    graph_loop.clear_graph_cache()
+    for key in range(graph_loop.CACHE_SIZE + 2):
+        graph_loop.graph_loop(key, _fibonacci, {"a": torch.zeros(1), "b": torch.ones(1)}, {"one": torch.ones(1)})
+    assert list(graph_loop._cache) == list(range(2, graph_loop.CACHE_SIZE + 2))
+    loop = graph_loop.graph_loop(3, _fibonacci, {"a": torch.full((1,), 2.0), "b": torch.full((1,), 3.0)},
+                                 {"one": torch.full((1,), 10.0)})
+    loop.step()
+    assert loop.state["b"].item() == 32.0 and list(graph_loop._cache)[-1] == 3
+
+
+def _solve(X, Y, l1, s, graph, beta0=None):
+    return InteriorPointSolver(tol=1e-8, smoothing=s, sync_free=True, cuda_graph=graph).run(X, Y, l1, 0.5, beta0=beta0)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 1.0])
+@pytest.mark.parametrize("lambda1", ["zero", "mixed"])
+def test_the_static_buffer_twin_takes_the_eager_steps(smoothing, lambda1):
+    graph_loop.clear_graph_cache()
+    for seed, warm in ((41, False), (42, False), (43, True)):  # the 2nd and 3rd reload the cached loop
+        X, Y = relu_task(seed, 25, 120, 5, batch=4)
+        l1 = lambda1_all_off(X, Y) * torch.tensor([0.0, 0.05, 0.3, 0.8], dtype=X.dtype)
+        l1 = torch.zeros_like(l1) if lambda1 == "zero" else l1
+        beta0 = torch.softmax(torch.randn(Y.shape, generator=torch.Generator().manual_seed(seed), dtype=X.dtype), -1) if warm else None
+        (b_e, i_e), (b_g, i_g) = (_solve(X, Y, l1, smoothing, g, beta0) for g in (False, True))
+        assert i_e.converged.all() and torch.equal(i_g.iterations, i_e.iterations)
+        assert torch.equal(b_g, b_e)
+    assert len(graph_loop._cache) == 1
+
+
+def test_cuda_graph_needs_the_sync_free_mode():
+    X, Y = relu_task(44, 10, 20, 3, batch=1)
+    with pytest.raises(ValueError, match="sync-free"):
+        InteriorPointSolver(sync_free=False, cuda_graph=True).run(X, Y, 0.1, 1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("l1", [0.0, 0.3])
+def test_the_captured_graph_takes_the_eager_cuda_steps(l1):
+    graph_loop.clear_graph_cache()
+    dev = torch.device("cuda")
+    for seed in (45, 46):  # the second solve replays the first one's graph
+        X, Y = relu_task(seed, 25, 300, 5, batch=4, dtype=torch.float32)
+        l1t = l1 * lambda1_all_off(X, Y)
+        X, Y, l1t = X.to(dev), Y.to(dev), l1t.to(dev)
+        (b_e, i_e), (b_g, i_g) = (InteriorPointSolver(tol=1e-5, cuda_graph=g).run(X, Y, l1t, 1.0) for g in (False, True))
+        assert next(iter(graph_loop._cache.values()))._graph is not None, "the iteration was not captured"
+        assert i_g.converged.all() and torch.equal(i_g.iterations.cpu(), i_e.iterations.cpu())
+        torch.testing.assert_close(dual_weights(X, Y, b_g, l1t, 1.0), dual_weights(X, Y, b_e, l1t, 1.0), atol=1e-5, rtol=1e-5)
