@@ -164,11 +164,15 @@ class InteriorPointSolver:
                 out_beta, out = _keep(better, beta, out_beta, (p, d, gap), out)
                 iters = torch.where(better, k, iters)
                 want = ~done & (out[2] > self.tol) & (gap < self.polish_below)
-                if k > 0 and bool(want.any()):
+                finished = done | (out[2] <= self.tol)
+                polish, stop = torch.stack([want.any(), finished.all()]).tolist()  # the one host sync
+                if k > 0 and polish:  # (a second one where it polishes)
                     out_beta, out, polished = self._polish(loop.consts["X"], Yw, beta, st["z"], l1, l2, K, want, out_beta, out)
                     iters = torch.where(polished, k + 1, iters)
-                done = done | (out[2] <= self.tol)
-                if bool(done.all()) or k == self.max_iter:  # the only host sync
+                    finished = done | (out[2] <= self.tol)
+                    stop = bool(finished.all())
+                done = finished
+                if stop or k == self.max_iter:
                     break
                 loop.write(done=done)
                 if screen:

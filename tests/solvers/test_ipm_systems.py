@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fewshot_sparse.solvers.dual_hessian import dual_hessian, hessian_factors
-from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem, class_block, cholesky_solve
+from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem, class_block, cholesky_solve, sum_of_inverses
 from tasks import lambda1_all_off, relu_task
 
 F64 = torch.float64
@@ -72,3 +72,14 @@ def test_cholesky_solve_by_two_triangular_solves():
     M, b = A @ A.mT, torch.randn(3, 7, 2, generator=g, dtype=F64)
     L = torch.linalg.cholesky(M)
     torch.testing.assert_close(cholesky_solve(b, L), torch.linalg.solve(M, b))
+
+
+@pytest.mark.parametrize("capturable", [False, True])
+def test_sum_of_inverses_in_both_forms(capturable):
+    """The Schur complement of KroneckerSystem: LAPACK's potri and the capture-safe form
+    (one triangular solve and one product) against explicit inverses."""
+    g = torch.Generator().manual_seed(6)
+    A = torch.randn(2, 3, 6, 8, generator=g, dtype=F64)
+    M = A @ A.mT + 0.1 * torch.eye(6, dtype=F64)
+    ref = torch.linalg.inv(M).sum(1)
+    torch.testing.assert_close(sum_of_inverses(torch.linalg.cholesky(M), capturable), ref, rtol=1e-10, atol=1e-12)
