@@ -25,6 +25,7 @@ class CrammerSingerSVMHead(GroupLassoSVMHead):
         learn_scale: bool = False,
         init_scale: float = 1.0,
         method: str = "ipm",
+        cuda_graph: bool = True,
     ):
         super().__init__(
             lambda1=0.0,
@@ -37,4 +38,5 @@ class CrammerSingerSVMHead(GroupLassoSVMHead):
             learn_scale=learn_scale,
             init_scale=init_scale,
             method=method,
+            cuda_graph=cuda_graph,
         )

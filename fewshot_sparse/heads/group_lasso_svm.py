@@ -51,6 +51,8 @@ class GroupLassoSVMHead(nn.Module):
     tol, max_iter  the solver's relative duality-gap target and iteration cap
     method         "ipm" (interior point, the default: tens of iterations on any features)
                    or "fista" (first-order twin); see fewshot_sparse.solvers.group_lasso_svm
+    cuda_graph     on CUDA, replay each solver iteration as one captured CUDA graph (the
+                   default; false launches every operation, and frees the graph's memory)
     mode           "implicit" (exact gradients from the optimality conditions) or
                    "unrolled" (autograd through the iterations; for comparison only)
     learn_lambdas  learn lambda1 and lambda2 in log-space (a lambda of 0 stays fixed at 0)
@@ -78,6 +80,7 @@ class GroupLassoSVMHead(nn.Module):
         learn_scale: bool = False,
         init_scale: float = 1.0,
         method: str = "ipm",
+        cuda_graph: bool = True,
     ):
         super().__init__()
         check_nonnegative("lambda1", lambda1)
@@ -88,7 +91,8 @@ class GroupLassoSVMHead(nn.Module):
         self.lambda1 = HyperParameter("lambda1", lambda1, learnable=learn_lambdas, log_space=True)
         self.lambda2 = HyperParameter("lambda2", lambda2, learnable=learn_lambdas, log_space=True)
         self.scale = HyperParameter("scale", init_scale, learnable=learn_scale)
-        self.solver = GroupLassoSVMDual(tol=tol, max_iter=max_iter, smoothing=smoothing, method=method)
+        self.solver = GroupLassoSVMDual(tol=tol, max_iter=max_iter, smoothing=smoothing, method=method,
+                                        cuda_graph=None if cuda_graph else False)
         self.mode = mode
 
     def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int,

@@ -318,3 +318,13 @@ def test_cpu_and_cuda_agree(name):
     torch.testing.assert_close(cuda.logits.cpu(), cpu.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cuda.weights.cpu(), cpu.weights, rtol=1e-5, atol=1e-5)
     assert torch.equal(cuda.active.cpu(), cpu.active)
+
+
+@pytest.mark.parametrize("name", ["group_lasso_svm", "svm_cs"])
+def test_cuda_graph_option_reaches_the_solver(name):
+    """true (the default) leaves the choice to the solver (captured on CUDA only), false
+    turns it off; anything but a bool is a config error."""
+    assert build_head(name).solver.cuda_graph is None
+    assert build_head(name, cuda_graph=False).solver.cuda_graph is False
+    with pytest.raises(ConfigError, match="cuda_graph"):
+        build_head(name, cuda_graph="no")
