@@ -81,7 +81,7 @@ class GraphLoop:
                     self._step({k: v.clone() for k, v in self.state.items()}, self.consts)
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=side):  # cuBLAS / cuSOLVER state is per stream
                 self._advance()
             return graph
         except RuntimeError as err:  # e.g. an operation that cannot be captured
