@@ -44,10 +44,11 @@ def _solve(X, Y, l1, s, graph, beta0=None):
 
 @pytest.mark.parametrize("smoothing", [0.0, 1.0])
 @pytest.mark.parametrize("lambda1", ["zero", "mixed"])
-def test_the_static_buffer_twin_takes_the_eager_steps(smoothing, lambda1):
+@pytest.mark.parametrize("shape", [(25, 120), (40, 30)])  # D < S: the model path even at lambda1 = 0
+def test_the_static_buffer_twin_takes_the_eager_steps(smoothing, lambda1, shape):
     graph_loop.clear_graph_cache()
     for seed, warm in ((41, False), (42, False), (43, True)):  # the 2nd and 3rd reload the cached loop
-        X, Y = relu_task(seed, 25, 120, 5, batch=4)
+        X, Y = relu_task(seed, *shape, 5, batch=4)
         l1 = lambda1_all_off(X, Y) * torch.tensor([0.0, 0.05, 0.3, 0.8], dtype=X.dtype)
         l1 = torch.zeros_like(l1) if lambda1 == "zero" else l1
         beta0 = torch.softmax(torch.randn(Y.shape, generator=torch.Generator().manual_seed(seed), dtype=X.dtype), -1) if warm else None
