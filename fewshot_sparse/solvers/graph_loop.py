@@ -81,7 +81,9 @@ class GraphLoop:
                     self._step({k: v.clone() for k, v in self.state.items()}, self.consts)
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=side):  # cuBLAS / cuSOLVER state is per stream
+            # on the warm-up's stream (cuBLAS / cuSOLVER state is per stream); other threads'
+            # CUDA calls (a data loader pinning memory) must not invalidate the capture
+            with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
                 self._advance()
             return graph
         except RuntimeError as err:  # e.g. an operation that cannot be captured
