@@ -133,7 +133,7 @@ class InteriorPointSolver:
             start = (b0, duality_gap(X, Yw, b0, l1, l2, s, K))
             beta = 0.99 * b0 + 0.01 * beta
         eps = c.get("eps0")
-        g, (p, d, gap), V, gm = evaluate(c, o, beta, eps)
+        _, (p, d, gap), V, gm = evaluate(c, o, beta, eps)  # the steps follow gm, the model's gradient
         # multipliers' start (docs/math.md, 6): z = theta * spread_i on every entry of row
         # i, nu_i the row mean of z - grad; the dual residual starts at the gradient's
         # deviation from its row mean, and mu0 is a fraction of what a feasible z gives
@@ -148,7 +148,7 @@ class InteriorPointSolver:
         iters = torch.zeros(B, dtype=torch.long, device=X.device)
         done = torch.zeros(B, dtype=torch.bool, device=X.device)
         ridge = torch.full((B, 1, 1), 1e-14, dtype=WORK, device=X.device)
-        state = dict(beta=beta, nu=nu, z=z, g=g, p=p, d=d, gap=gap, gm=gm, ridge=ridge, done=done)
+        state = dict(beta=beta, nu=nu, z=z, p=p, d=d, gap=gap, gm=gm, ridge=ridge, done=done)
         if smooth:
             state.update(V=V, eps=eps)
         if graph:  # static buffers, replayed as one CUDA graph per iteration on CUDA

@@ -5,7 +5,7 @@ evaluation of the new point.
 
 ``iteration`` is a function of its state and constants (dicts of tensors) only, so that
 graph_loop.py can capture it as one CUDA graph; ``EagerLoop`` runs it without capture.
-state: beta, nu, z, g (grad f), p, d, gap (primal, dual, relative gap), gm (the model's
+state: beta, nu, z, p, d, gap (primal, dual, relative gap), gm (the model's
 gradient), ridge, done, and for lambda1 > 0 V = X^T (Y - beta) and eps. consts: X, Y,
 l1, l2 [B, 1, 1], and K, A (lambda1 = 0: X X^T and the class block) or l1x (lambda1 in
 X's dtype), eps0, N (the sum-zero basis), and mu0.
@@ -96,8 +96,8 @@ def iteration(st, c, o: Options, system=None):
     beta = beta + alpha * step.d_beta
     z = z + alpha * step.d_z
     eps = eps_of(beta, z) if o.smooth else None
-    g, (p, d, gap), V, gm = evaluate(c, o, beta, eps) if evaluation is None else evaluation
-    out = dict(beta=beta, nu=nu + alpha * step.d_nu, z=z, g=g, p=p, d=d, gap=gap, gm=gm, ridge=ridge, done=st["done"])
+    _, (p, d, gap), V, gm = evaluate(c, o, beta, eps) if evaluation is None else evaluation
+    out = dict(beta=beta, nu=nu + alpha * step.d_nu, z=z, p=p, d=d, gap=gap, gm=gm, ridge=ridge, done=st["done"])
     if o.smooth:
         out.update(V=V, eps=eps)
     return out
