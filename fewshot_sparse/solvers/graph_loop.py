@@ -14,6 +14,12 @@ order of writes), and the fallback when a capture fails.
 Loops are cached by key (shapes, dtypes, device, options), so repeated solves of the same
 shape (every training step) capture once. ``step`` must depend on nothing but its two
 arguments and the key.
+
+A capture can succeed and still replay something else than the code says (a value read
+on the host at capture time is frozen into the graph). So the first VERIFIED_REPLAYS
+replays of each graph are checked against the uncaptured step from the same state: the
+second one runs from a state the capture never saw. On a disagreement the loop warns,
+keeps the uncaptured result and runs uncaptured from then on.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from torch import Tensor
 
 Tensors = Dict[str, Tensor]
 CACHE_SIZE = 4  # captured loops kept (each holds its buffers and graph memory)
+VERIFIED_REPLAYS = 2
+_AGREE = 1e-5  # replay against uncaptured step: |difference| <= _AGREE (max |value| + |value|)
 _cache: "OrderedDict[Hashable, GraphLoop]" = OrderedDict()
 
 
@@ -40,6 +48,7 @@ class GraphLoop:
         self.consts = {k: v.clone() for k, v in consts.items()}
         self._graph = None
         self._capture = next(iter(self.state.values())).device.type == "cuda"
+        self._unverified = 0  # replays still to check against the uncaptured step
 
     def load(self, state: Tensors, consts: Tensors) -> None:
         """Copy a new call's values into the buffers (same keys, shapes and dtypes)."""
@@ -55,10 +64,26 @@ class GraphLoop:
     def step(self) -> None:
         if self._capture and self._graph is None:
             self._graph = self._captured()
-        if self._graph is not None:
-            self._graph.replay()
-        else:
+            self._unverified = VERIFIED_REPLAYS
+        if self._graph is None:
             self._advance()
+        elif self._unverified:
+            self._unverified -= 1
+            want = self._step({k: v.clone() for k, v in self.state.items()}, self.consts)
+            self._graph.replay()
+            self._verify(want)
+        else:
+            self._graph.replay()
+
+    def _verify(self, want: Tensors) -> None:
+        """Keep the graph if its replay wrote ``want`` (the uncaptured step); else warn, write
+        ``want`` and run uncaptured from now on."""
+        bad = [k for k, ok in zip(want, _agreement(self.state, want)) if not ok]
+        if bad:
+            self._graph, self._capture = None, False
+            self.write(**want)
+            warnings.warn(f"the CUDA graph's replay disagrees with the uncaptured iteration on {', '.join(bad)}; "
+                          "the iterations run uncaptured")
 
     def _advance(self) -> None:
         """state <- step(state, consts). An output that shares memory with another state
@@ -90,6 +115,21 @@ class GraphLoop:
             self._capture = False
             warnings.warn(f"CUDA graph capture failed ({str(err).splitlines()[0]}); the iterations run uncaptured")
             return None
+
+
+def _agreement(got: Tensors, want: Tensors) -> list:
+    """Per key of ``want``, whether ``got`` holds the same values (within _AGREE for floats,
+    NaN equal to NaN): one host sync."""
+    flags = []
+    for k, w in want.items():
+        g = got[k]
+        if w.is_floating_point() and w.numel():
+            scale = torch.where(w.isfinite(), w.abs(), 0.0).amax()
+            close = ((g - w).abs() <= _AGREE * (scale + w.abs())) | (g == w) | (g.isnan() & w.isnan())
+            flags.append(close.all())
+        else:
+            flags.append((g == w).all())
+    return torch.stack(flags).tolist() if flags else []
 
 
 def graph_loop(key: Hashable, step: Callable[[Tensors, Tensors], Tensors], state: Tensors, consts: Tensors) -> GraphLoop:

@@ -3,6 +3,8 @@ captured graph replays, run uncaptured) takes exactly the steps of the eager loo
 when a cached loop is reloaded with another problem of the same shape; on a GPU, the
 captured graph takes the steps the eager CUDA loop takes."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -36,6 +38,37 @@ def test_the_cache_keeps_the_latest_loops_and_reloads_them():
                                  {"one": torch.full((1,), 10.0)})
     loop.step()
     assert loop.state["b"].item() == 32.0 and list(graph_loop._cache)[-1] == 3
+
+
+class _ReplayingGraph:
+    """Stands in for a captured graph on the CPU: replays the loop's step, and corrupts
+    the ``bad_replay``-th replay the way a value frozen at capture time would."""
+
+    def __init__(self, loop, bad_replay=None):
+        self.loop, self.bad_replay, self.replays = loop, bad_replay, 0
+
+    def replay(self):
+        self.replays += 1
+        self.loop._advance()
+        if self.replays == self.bad_replay:
+            self.loop.state["b"].add_(1.0)
+
+
+@pytest.mark.parametrize("bad_replay", [None, 1, 2])
+def test_the_first_replays_are_checked_against_the_uncaptured_step(bad_replay, recwarn):
+    graph_loop.clear_graph_cache()
+    loop = graph_loop.graph_loop("fib", _fibonacci, {"a": torch.tensor([0.0]), "b": torch.tensor([1.0])},
+                                 {"one": torch.tensor([1.0])})
+    graph = _ReplayingGraph(loop, bad_replay)
+    loop._capture, loop._captured = True, lambda: graph
+    for _ in range(10):
+        loop.step()
+    assert loop.state["a"].item() == 55.0 and loop.state["b"].item() == 89.0  # the right steps either way
+    warned = [w for w in recwarn if "disagrees with the uncaptured iteration on b" in str(w.message)]
+    if bad_replay is None:
+        assert not warned and loop._graph is graph and graph.replays == 10
+    else:  # caught, and uncaptured from then on
+        assert len(warned) == 1 and loop._graph is None and graph.replays == bad_replay
 
 
 def _solve(X, Y, l1, s, graph, beta0=None):
@@ -73,7 +106,9 @@ def test_the_captured_graph_takes_the_eager_cuda_steps(l1):
         X, Y = relu_task(seed, 25, 300, 5, batch=4, dtype=torch.float32)
         l1t = l1 * lambda1_all_off(X, Y)
         X, Y, l1t = X.to(dev), Y.to(dev), l1t.to(dev)
-        (b_e, i_e), (b_g, i_g) = (InteriorPointSolver(tol=1e-5, cuda_graph=g).run(X, Y, l1t, 1.0) for g in (False, True))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*CUDA graph")  # a failed capture, a disagreeing replay
+            (b_e, i_e), (b_g, i_g) = (InteriorPointSolver(tol=1e-5, cuda_graph=g).run(X, Y, l1t, 1.0) for g in (False, True))
         assert next(iter(graph_loop._cache.values()))._graph is not None, "the iteration was not captured"
         assert i_g.converged.all() and torch.equal(i_g.iterations.cpu(), i_e.iterations.cpu())
         torch.testing.assert_close(dual_weights(X, Y, b_g, l1t, 1.0), dual_weights(X, Y, b_e, l1t, 1.0), atol=1e-5, rtol=1e-5)
