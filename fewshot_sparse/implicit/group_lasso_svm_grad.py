@@ -26,12 +26,13 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     dual_gradient,
     dual_weights,
     lipschitz_constant,
+    needs_float64,
     task_param,
 )
 from fewshot_sparse.solvers.group_lasso_fista import fista_step
 from fewshot_sparse.solvers.group_lasso_newton import adjoint_solve
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
-from fewshot_sparse.solvers.info import SolverInfo
+from fewshot_sparse.solvers.info import SolverInfo, info_to
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 
@@ -92,12 +93,19 @@ def group_lasso_svm_fit(
     mode "implicit": gradients from the optimality conditions (docs/math.md, 7), exact at
     the solution, cost independent of the iteration count and of the algorithm. mode
     "unrolled": plain FISTA (Newton polish off) replayed under autograd, for comparison
-    only."""
+    only. Where X's dtype is too coarse for solver.tol (``needs_float64``: lambda1 > 0 and
+    lambda2 small against ||x||^2), the whole fit runs in float64 and W comes back in X's
+    dtype."""
     if mode not in ("implicit", "unrolled"):
         raise ValueError(f"mode must be 'implicit' or 'unrolled', got {mode!r}")
     check_inputs(X, Y)
     lambda1 = torch.as_tensor(lambda1, dtype=X.dtype, device=X.device)
     lambda2 = torch.as_tensor(lambda2, dtype=X.dtype, device=X.device)
+    if needs_float64(X, lambda1, lambda2, solver.tol):  # weak regularisation (docs/math.md, 6)
+        W, beta, info = group_lasso_svm_fit(
+            X.double(), Y.double(), lambda1.double(), lambda2.double(), solver, mode,
+            None if beta0 is None else beta0.double())
+        return W.to(X.dtype), beta.to(X.dtype), info_to(info, X.dtype)
     if mode == "unrolled":  # plain FISTA, so that the replay follows the same iterates
         solver = dataclasses.replace(solver, method="fista", polish=False)
     beta, info = solver.run(X, Y, lambda1, lambda2, beta0=beta0)

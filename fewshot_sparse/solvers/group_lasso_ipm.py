@@ -37,11 +37,12 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     check_inputs,
     check_lambdas,
     duality_gap,
+    needs_float64,
     safe_groups,
     task_param,
 )
 from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
-from fewshot_sparse.solvers.info import SolverInfo
+from fewshot_sparse.solvers.info import SolverInfo, info_to
 from fewshot_sparse.solvers.ipm_iteration import WORK, EagerLoop, Options, evaluate, iteration
 from fewshot_sparse.solvers.ipm_systems import class_block, sum_zero_basis
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
@@ -114,6 +115,9 @@ class InteriorPointSolver:
         # over eps, shrinking with the complementarity (docs/math.md, 6); the gaps, the
         # stopping test and the polish use f itself
         smooth = K is None
+        out_dtype = X.dtype
+        if smooth and needs_float64(X, l1, l2, self.tol):  # weak regularisation: float32 is too coarse
+            X = c["X"] = X.to(WORK)
         sync_free = X.device.type != "cpu" if self.sync_free is None else self.sync_free
         graph = (sync_free and X.device.type == "cuda") if self.cuda_graph is None else self.cuda_graph
         if graph and not sync_free:
@@ -185,7 +189,7 @@ class InteriorPointSolver:
 
         beta_out = out_beta / out_beta.sum(-1, keepdim=True)  # exact row sums (round-off)
         info = SolverInfo(iterations=iters, primal=out[0], dual=out[1], gap=out[2], converged=out[2] <= self.tol)
-        return beta_out.to(X.dtype), _info_to(info, X.dtype)
+        return beta_out.to(out_dtype), info_to(info, out_dtype)
 
     def _polish(self, X, Yw, beta, z, l1, l2, K, want, out_beta, out):
         """Face-Newton candidates from the current iterate, kept where they lower the gap."""
@@ -212,10 +216,3 @@ def _compact(keep: Tensor, X: Tensor, V: Tensor, col_norms: Tensor):
 def _keep(mask: Tensor, beta: Tensor, out_beta: Tensor, vals, out):
     m3 = mask[:, None, None]
     return torch.where(m3, beta, out_beta), tuple(torch.where(mask, v, o) for v, o in zip(vals, out))
-
-
-def _info_to(info: SolverInfo, dtype: torch.dtype) -> SolverInfo:
-    return SolverInfo(
-        iterations=info.iterations, primal=info.primal.to(dtype), dual=info.dual.to(dtype),
-        gap=info.gap.to(dtype), converged=info.converged,
-    )

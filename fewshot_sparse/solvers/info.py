@@ -33,3 +33,9 @@ class SolverInfo:
             f"iterations max {int(self.iterations.max())}, "
             f"max relative gap {float(self.gap.max()):.2e}"
         )
+
+
+def info_to(info: SolverInfo, dtype: torch.dtype) -> SolverInfo:
+    """The report with its values (primal, dual, gap) in ``dtype``."""
+    return SolverInfo(iterations=info.iterations, primal=info.primal.to(dtype), dual=info.dual.to(dtype),
+                      gap=info.gap.to(dtype), converged=info.converged)
