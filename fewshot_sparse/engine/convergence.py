@@ -33,8 +33,9 @@ def warn_unconverged(where: str, unconverged: int, tasks: int, max_gap: float) -
     """One ConvergenceWarning for ``where`` when some of its ``tasks`` did not converge."""
     if unconverged:
         warnings.warn(f"{where}: {int(unconverged)} of {tasks} tasks did not reach the "
-                      f"solver's tolerance (largest relative duality gap {max_gap:.1e})",
-                      ConvergenceWarning, stacklevel=2)
+                      f"solver's tolerance (largest relative duality gap {max_gap:.1e}); "
+                      "lambda2 small against the features' squared norm is the usual cause "
+                      "(docs/usage.md, 'Weak regularisation')", ConvergenceWarning, stacklevel=2)
 
 
 __all__ = ["solver_stats", "warn_unconverged"]
