@@ -62,20 +62,22 @@ def check_lambdas(l1: Tensor, l2: Tensor) -> None:
         raise ValueError("need finite lambda2 > 0 and lambda1 >= 0 in every task")
 
 
-_ROUNDING_FLOOR = 0.15  # measured: relative gap floor ~ 0.15 u mean ||x_i||^2 / lambda2 (math.md 6)
+_ROUNDING_FLOOR = 0.5  # fitted on D = 64 / 640 / 16,000 features (math.md 6, "Dtypes")
 
 
 def needs_float64(X: Tensor, lambda1: Scalar, lambda2: Scalar, tol: float) -> bool:
     """Whether X's dtype is too coarse for a solve to ``tol`` (docs/math.md, 6, "Dtypes").
     For lambda1 > 0 the weights come from the difference ||V_j|| - lambda1 = lambda2 ||W_j||,
     which correlations rounded at u (X's unit roundoff) resolve to a relative duality gap of
-    about 0.15 u mean ||x_i||^2 / lambda2: True where some task with lambda1 > 0 has that
+    about 0.5 u mean ||x_i||^2 / lambda2 * sqrt(S / D) (round-off adds up like a random walk
+    over the S points and the D features): True where some task with lambda1 > 0 has that
     floor above tol / 2 (weak regularisation; one host sync)."""
     if X.dtype == torch.float64:
         return False
-    B = X.shape[0]
+    B, S, D = X.shape
     l1, l2 = task_param(lambda1, B, X).detach().flatten(), task_param(lambda2, B, X).detach().flatten()
-    floor = _ROUNDING_FLOOR * (torch.finfo(X.dtype).eps / 2) * (X.detach() * X.detach()).sum(-1).mean(-1) / l2
+    sq = (X.detach() * X.detach()).sum(-1).mean(-1)  # [B] mean ||x_i||^2
+    floor = _ROUNDING_FLOOR * (torch.finfo(X.dtype).eps / 2) * sq / l2 * (S / max(D, 1)) ** 0.5
     return bool(((l1 > 0) & (floor > tol / 2)).any())
 
 

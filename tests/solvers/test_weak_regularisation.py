@@ -29,6 +29,11 @@ def test_float64_is_needed_only_for_lambda1_above_zero_under_weak_regularisation
     assert not needs_float64(X, l1, 10.0, 1e-4)  # the floor (~1e-8) is far below tol
     assert needs_float64(X, l1, torch.tensor([10.0, LAMBDA2]), 1e-4)  # one weak task suffices
     assert not needs_float64(X, l1 * torch.tensor([1.0, 0.0]), torch.tensor([10.0, LAMBDA2]), 1e-4)
+    # many more features than points (a backbone's): round-off averages out over D, and
+    # float32 suffices at lambda2 / ||x||^2 ~ 1e-4 (measured on ResNet-12 features)
+    wide, _ = relu_task(63, 25, 16000, 5, dtype=torch.float32)
+    ratio = 1e-4 * float((wide * wide).sum(-1).mean())
+    assert not needs_float64(wide, 1.0, ratio, 1e-4) and needs_float64(wide, 1.0, ratio / 30, 1e-4)
 
 
 def test_float32_features_reach_a_tight_gap_under_weak_regularisation():
