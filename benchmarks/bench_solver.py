@@ -212,6 +212,10 @@ def bench_config(args, batch, feat, shot, l1_kind, l2, s, devices, out: List[str
             if batch["encoder_ms"] is not None:
                 cols.append(f"head/encoder {ms / batch['encoder_ms']:.3f}")
         out.append(f"{tag} " + " ".join(cols))
+        if dev == "cpu" and args.sync_free:  # the GPU's algorithm (static shapes) on the CPU: its flops
+            ms_s, info = run_ours(batch, l1, l2, s, dataclasses.replace(ipm, sync_free=True), dev, args.repeats)
+            out.append(f"{tag} syncfree/cpu {ms_s:5.1f} {int(info.iterations.max()):>5} {float(info.gap.max()):8.1e} "
+                       f"{int((~info.converged).sum()):>3} {ms_s / ms:.2f}x the gathering mode's time")
         if dev == "cuda":  # the same iterations launched op by op, without the CUDA graph
             ms_e, info = run_ours(batch, l1, l2, s, dataclasses.replace(ipm, cuda_graph=False), dev, args.repeats)
             out.append(f"{tag} eager/cuda {ms_e:8.1f} {int(info.iterations.max()):>5} {float(info.gap.max()):8.1e} "
@@ -256,6 +260,8 @@ def main(argv=None) -> None:
     p.add_argument("--cvx-max-dim", type=int, default=640)
     p.add_argument("--no-cvx", action="store_true")
     p.add_argument("--no-fista", action="store_true")
+    p.add_argument("--sync-free", action="store_true",
+                   help="also time the sync-free mode (the default on GPUs) on the CPU: rows syncfree/cpu")
     p.add_argument("--float64", action="store_true", help="features in float64 (default float32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,

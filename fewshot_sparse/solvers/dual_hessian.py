@@ -12,7 +12,7 @@ matrices from them, the face KKT solves (group_lasso_newton.py) from ``dense``, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -61,16 +61,55 @@ class HessianFactors:
         return H
 
 
+def curvature(V: Tensor, l1: Tensor, eps: Optional[Tensor] = None):
+    """Per group (V [B, D, W], l1 [B, 1, 1], eps [B, 1, 1] or None): ||v_j|| (1 where 0),
+    a_j, b_j and the mask of the groups with rank-one curvature (b_j > 0), in V's dtype."""
+    n = torch.sqrt((V * V).sum(-1))  # [B, D]; several times faster than a norm on V's transposed layout
+    lam = l1[:, :, 0].to(V.dtype)  # [B, 1]
+    n_safe = torch.where(n > 0, n, 1.0)
+    if eps is None:
+        active = (n > lam) | (lam <= 0)
+        b = torch.where(active, lam / n_safe, 0.0)
+        a = torch.where(active, 1.0 - b, 0.0)
+    else:  # the smoothed model: radial curvature p'(t), tangential p(t) / t (prox.py)
+        e = eps[:, :, 0].to(V.dtype)
+        u = n - lam
+        r = torch.sqrt(u * u + 4.0 * e * e)
+        a = 0.5 * (u + r) / torch.maximum(n, e.clamp_min(torch.finfo(V.dtype).tiny))
+        radial = torch.where(r > 0, 0.5 * (1.0 + u / r.clamp_min(torch.finfo(V.dtype).tiny)), (u >= 0).to(V.dtype))
+        # a I + b vv^T with b = p' - a; b < 0 (far below the threshold, where both are
+        # tiny) is raised to 0, a majorant; b below 1e-6 is dropped (nothing to gather)
+        b = (radial - a).clamp_min(0.0)
+        b = torch.where(b > _NEGLIGIBLE, b, 0.0)
+        active = a > 0
+    return n_safe, a, b, active & (b > 0)
+
+
+def first_columns(mask: Tensor, width: int) -> Tuple[Tensor, Tensor]:
+    """The indices [B, width] of the first ``width`` True entries of each row of mask [B, D]
+    (index 0 where a row has fewer) and which of them are real, without a host sync: a
+    cumulative count gives each True entry its slot, the others scatter past ``width``."""
+    B, D = mask.shape
+    cols = torch.arange(D, device=mask.device).expand(B, D)
+    slot = torch.cumsum(mask, -1) - 1
+    slot = torch.where(mask & (slot < width), slot, width + cols)  # distinct slots: deterministic
+    idx = torch.zeros(B, width + D, dtype=torch.long, device=mask.device).scatter_(1, slot, cols)[:, :width]
+    real = torch.arange(width, device=mask.device) < mask.sum(-1, keepdim=True)
+    return idx, real
+
+
 def hessian_factors(
     X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float,
     gram: Optional[Tensor] = None, V: Optional[Tensor] = None, gather: bool = True,
-    eps: Optional[Tensor] = None,
+    eps: Optional[Tensor] = None, width: Optional[int] = None,
 ) -> HessianFactors:
     """The factors of H at beta, in beta's dtype (docs/math.md, 7). ``gram`` = X X^T may be
     passed when lambda1 = 0 in every task (then a = 1, b = 0); ``V`` = X^T (Y - beta) when
     the caller has it already. The groups with b_j > 0 are gathered to the largest count
     in the batch (one host sync; tasks with fewer are padded with zero columns); with
-    ``gather=False`` all D groups are kept, zero-weighted off that set (no sync).
+    ``gather=False`` all D groups are kept, zero-weighted off that set (no sync), or with
+    ``width`` as well the first ``width`` of that set (no sync either; the caller knows
+    that no task has more: groups past it would be left out).
     ``eps`` [B, 1, 1]: the Hessian of the smoothed model of the interior-point solver
     (docs/math.md, 6) instead of the generalized Hessian."""
     B, S, _ = X.shape
@@ -81,29 +120,15 @@ def hessian_factors(
     if gram is not None:
         return HessianFactors(gram.to(work) / l2, None, None, shift)
     V = correlations(X, Y - beta) if V is None else V  # [B, D, W]
-    n = torch.sqrt((V * V).sum(-1))  # [B, D]; several times faster than a norm on V's transposed layout
-    lam = l1[:, :, 0].to(X.dtype)  # [B, 1]
-    n_safe = torch.where(n > 0, n, 1.0)
-    if eps is None:
-        active = (n > lam) | (lam <= 0)
-        b = torch.where(active, lam / n_safe, 0.0)
-        a = torch.where(active, 1.0 - b, 0.0)
-    else:  # the smoothed model: radial curvature p'(t), tangential p(t) / t (prox.py)
-        e = eps[:, :, 0].to(X.dtype)
-        u = n - lam
-        r = torch.sqrt(u * u + 4.0 * e * e)
-        a = 0.5 * (u + r) / torch.maximum(n, e.clamp_min(torch.finfo(X.dtype).tiny))
-        radial = torch.where(r > 0, 0.5 * (1.0 + u / r.clamp_min(torch.finfo(X.dtype).tiny)), (u >= 0).to(X.dtype))
-        # a I + b vv^T with b = p' - a; b < 0 (far below the threshold, where both are
-        # tiny) is raised to 0, a majorant; b below 1e-6 is dropped (nothing to gather)
-        b = (radial - a).clamp_min(0.0)
-        b = torch.where(b > _NEGLIGIBLE, b, 0.0)
-        active = a > 0
+    n_safe, a, b, rank_one = curvature(V, l1, eps)
     Ka = torch.bmm(X * a[:, None, :], X.transpose(1, 2)).to(work) / l2
     scale = torch.sqrt(b / l2[:, :, 0].to(X.dtype)) / n_safe  # zero off the rank-one groups
-    if not gather:  # every group, masked: no host sync, D columns
+    if not gather and width is None:  # every group, masked: no host sync, D columns
         return HessianFactors(Ka, X, V * scale[..., None], shift)
-    rank_one = active & (b > 0)
+    if not gather:  # a static width, padded with zero-weighted columns
+        idx, real = first_columns(rank_one, width)
+        G = torch.gather(V, 1, idx[..., None].expand(B, width, W)) * (torch.gather(scale, 1, idx) * real)[..., None]
+        return HessianFactors(Ka, torch.gather(X, 2, idx[:, None, :].expand(B, S, width)), G, shift)
     m = int(rank_one.sum(-1).max()) if rank_one.numel() else 0  # the padding size: one sync
     if m == 0:
         return HessianFactors(Ka, None, None, shift)

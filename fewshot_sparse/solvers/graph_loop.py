@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 
 Tensors = Dict[str, Tensor]
-CACHE_SIZE = 4  # captured loops kept (each holds its buffers and graph memory)
+CACHE_SIZE = 16  # captured loops kept (each holds its buffers and graph memory): a few
+# shapes, each with the gather widths one solve meets (group_lasso_ipm.py)
 VERIFIED_REPLAYS = 2
 _AGREE = 1e-5  # replay against uncaptured step: |difference| <= _AGREE (max |value| + |value|)
 _cache: "OrderedDict[Hashable, GraphLoop]" = OrderedDict()

@@ -31,6 +31,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from fewshot_sparse.solvers.dual_hessian import curvature
 from fewshot_sparse.solvers.graph_loop import graph_loop
 from fewshot_sparse.solvers.group_lasso_dual import (
     Scalar,
@@ -51,6 +52,7 @@ _RESIDUAL_FLOOR = {False: 1e-3, True: 1e-4}  # without / with the smoothed model
 _COMPACT_BELOW = 0.75  # drop screened columns once they are a quarter of those left
 _SMOOTHING = 0.003  # eps / lambda1 at the start; then eps shrinks as sqrt(mu / mu_0)
 _START_SCALE = {False: 0.01, True: 0.3}  # z0 / spread, lambda1 = 0 / > 0 (measured, math.md 6)
+_MIN_WIDTH = 64  # the narrowest static gather of rank-one groups (sync-free mode)
 
 
 @dataclass
@@ -66,9 +68,10 @@ class InteriorPointSolver:
                   polished point meets ``tol`` stops there. This is the crossover that
                   gives machine-precision solutions (tol ~ 1e-12) in one or two more steps.
     sync_free     no host synchronisation between checks (default: on any device but the
-                  CPU): for lambda1 > 0 the Hessian carries every group, masked, instead of
-                  gathering the active ones, the line search evaluates all its candidates
-                  at once, and screening does not compact. Same iterates, more flops.
+                  CPU): for lambda1 > 0 the Hessian gathers the active groups to a static
+                  width read at each check (check_every = 1; else it carries every group,
+                  masked), the line search evaluates all its candidates at once, and
+                  screening does not compact. Same iterates, more flops (math.md, 6).
     cuda_graph    keep the iterates in static buffers and replay each iteration as one
                   captured CUDA graph (graph_loop.py; default: on CUDA in the sync-free
                   mode). Off CUDA, True runs the same buffers uncaptured, the twin the
@@ -155,11 +158,12 @@ class InteriorPointSolver:
         state = dict(beta=beta, nu=nu, z=z, p=p, d=d, gap=gap, gm=gm, ridge=ridge, done=done)
         if smooth:
             state.update(V=V, eps=eps)
-        if graph:  # static buffers, replayed as one CUDA graph per iteration on CUDA
-            key = (X.device, X.dtype, tuple(X.shape), W, o, tuple(sorted(c)))
-            loop = graph_loop(key, functools.partial(iteration, o=o), state, c)
-        else:
-            loop = EagerLoop(state, c, o)
+        # sync-free with lambda1 > 0 and a check every iteration: the rank-one groups are
+        # gathered to a static width, set from their count read in each check's sync
+        bucketed = smooth and sync_free and self.check_every == 1
+        if bucketed:
+            o = o._replace(width=_gather_width(int(_rank_one_count(state, l1)), X.shape[-1]))
+        loop = _loop(graph, o, state, c)
         st = loop.state
         for k in range(self.max_iter + 1):
             if k % self.check_every == 0 or k == self.max_iter:
@@ -169,7 +173,8 @@ class InteriorPointSolver:
                 iters = torch.where(better, k, iters)
                 want = ~done & (out[2] > self.tol) & (gap < self.polish_below)
                 finished = done | (out[2] <= self.tol)
-                polish, stop = torch.stack([want.any(), finished.all()]).tolist()  # the one host sync
+                flags = [want.any(), finished.all()] + ([_rank_one_count(st, l1)] if bucketed else [])
+                polish, stop, *count = torch.stack(flags).tolist()  # the one host sync
                 if k > 0 and polish:  # (a second one where it polishes)
                     out_beta, out, polished = self._polish(loop.consts["X"], Yw, beta, st["z"], l1, l2, K, want, out_beta, out)
                     iters = torch.where(polished, k + 1, iters)
@@ -179,6 +184,9 @@ class InteriorPointSolver:
                 if stop or k == self.max_iter:
                     break
                 loop.write(done=done)
+                if bucketed and _gather_width(count[0], X.shape[-1]) != o.width:
+                    o = o._replace(width=_gather_width(count[0], X.shape[-1]))
+                    loop = _loop(graph, o, loop.state, loop.consts)
                 if screen:
                     keep = safe_groups(st["V"], col_norms, l1, l2, s, p - d)
                     if int(keep.sum(-1).max()) <= _COMPACT_BELOW * keep.shape[-1]:
@@ -199,6 +207,30 @@ class InteriorPointSolver:
         better = want & (gc < out[2])
         out_beta, out = _keep(better, cand, out_beta, (pc, dc, gc), out)
         return out_beta, out, better
+
+
+def _loop(graph: bool, o: Options, state, consts):
+    """The iteration loop for options ``o``: with ``graph``, static buffers replayed as one
+    CUDA graph per iteration on CUDA (cached per shape and options), else eager."""
+    if not graph:
+        return EagerLoop(state, consts, o)
+    X = consts["X"]
+    key = (X.device, X.dtype, tuple(X.shape), state["beta"].shape[-1], o, tuple(sorted(consts)))
+    return graph_loop(key, functools.partial(iteration, o=o), state, consts)
+
+
+def _rank_one_count(state, l1: Tensor) -> Tensor:
+    """The largest number of groups with rank-one curvature in a task at the state's point
+    (the Newton step's Hessian there, dual_hessian.py), on the device."""
+    return curvature(state["V"], l1, state["eps"])[3].sum(-1).max()
+
+
+def _gather_width(count: int, D: int) -> Optional[int]:
+    """A static width for ``count`` gathered groups: the next power of two, at least
+    _MIN_WIDTH, so that a solve (and a training run) meets only a few widths; None (all D
+    groups, masked) where that is not smaller than D."""
+    width = max(_MIN_WIDTH, 1 << max(count - 1, 0).bit_length())
+    return None if width >= D else width
 
 
 def _compact(keep: Tensor, X: Tensor, V: Tensor, col_norms: Tensor):

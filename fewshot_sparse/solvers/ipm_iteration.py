@@ -41,6 +41,7 @@ class Options(NamedTuple):
     sync_free: bool
     smoothing: float
     floor: float  # the centring floor, relative to the dual residual
+    width: Optional[int] = None  # sync-free, lambda1 > 0: rank-one groups gathered to this width (None: all D)
 
 
 def evaluate(c, o: Options, beta: Tensor, eps: Optional[Tensor]):
@@ -73,7 +74,7 @@ def newton_system(st, c, o: Options):
     if not o.smooth:
         return KroneckerSystem(c["A"], z / beta, st["ridge"])
     factors = hessian_factors(c["X"], c["Y"], beta, c["l1"], c["l2"], o.smoothing, V=st["V"],
-                              gather=not o.sync_free, eps=st["eps"])
+                              gather=not o.sync_free, eps=st["eps"], width=o.width)
     return NullSpaceSystem(factors, z / beta, st["ridge"], basis=c["N"])
 
 

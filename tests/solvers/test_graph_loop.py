@@ -88,7 +88,8 @@ def test_the_static_buffer_twin_takes_the_eager_steps(smoothing, lambda1, shape)
         (b_e, i_e), (b_g, i_g) = (_solve(X, Y, l1, smoothing, g, beta0) for g in (False, True))
         assert i_e.converged.all() and torch.equal(i_g.iterations, i_e.iterations)
         assert torch.equal(b_g, b_e)
-    assert len(graph_loop._cache) == 1
+    # one loop per gather width (lambda1 > 0), the same for every call of this shape
+    assert len({key[:4] + (key[4]._replace(width=None),) + key[5:] for key in graph_loop._cache}) == 1
 
 
 def test_cuda_graph_needs_the_sync_free_mode():

@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+from fewshot_sparse.solvers import group_lasso_ipm
 from fewshot_sparse.solvers.group_lasso_dual import dual_gradient, dual_weights
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
@@ -28,6 +29,24 @@ def test_sync_free_mode_takes_the_same_steps(shape, smoothing):
     regular = i0.iterations <= 30
     assert regular.sum() >= 4 and torch.equal(i0.iterations[regular], i1.iterations[regular])
     torch.testing.assert_close(dual_weights(X, Y, b1, l1, 0.5), dual_weights(X, Y, b0, l1, 0.5), atol=1e-6, rtol=1e-6)
+
+
+def test_sync_free_mode_gathers_to_shrinking_static_widths(monkeypatch):
+    """With a check every iteration the sync-free mode gathers the rank-one groups to a
+    power-of-two width read at each check (one loop per width): narrower than D once the
+    active set shrinks, and still the gathering mode's steps."""
+    widths = []
+    make_loop = group_lasso_ipm._loop
+    monkeypatch.setattr(group_lasso_ipm, "_loop", lambda graph, o, *a: widths.append(o.width) or make_loop(graph, o, *a))
+    X, Y = relu_task(34, 25, 600, 5, batch=3)
+    l1 = lambda1_all_off(X, Y) * torch.tensor([0.1, 0.3, 0.6], dtype=X.dtype)
+    b0, i0 = GroupLassoSVMDual(tol=1e-8, sync_free=False).run(X, Y, l1, 0.5)
+    widths.clear()
+    b1, i1 = GroupLassoSVMDual(tol=1e-8, sync_free=True).run(X, Y, l1, 0.5)
+    assert i1.converged.all() and torch.equal(i0.iterations, i1.iterations)
+    torch.testing.assert_close(b1, b0, atol=1e-7, rtol=0)
+    assert widths[0] is None and min(w for w in widths if w is not None) <= 128
+    assert len(widths) == len(set(widths))  # each width once: it only shrinks here
 
 
 class _Step:
