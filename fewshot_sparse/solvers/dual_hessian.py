@@ -61,7 +61,7 @@ class HessianFactors:
         return H
 
 
-def curvature(V: Tensor, l1: Tensor, eps: Optional[Tensor] = None):
+def curvature(V: Tensor, l1: Tensor, eps: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per group (V [B, D, W], l1 [B, 1, 1], eps [B, 1, 1] or None): ||v_j|| (1 where 0),
     a_j, b_j and the mask of the groups with rank-one curvature (b_j > 0), in V's dtype."""
     n = torch.sqrt((V * V).sum(-1))  # [B, D]; several times faster than a norm on V's transposed layout
