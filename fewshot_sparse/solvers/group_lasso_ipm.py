@@ -37,7 +37,9 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     Scalar,
     check_inputs,
     check_lambdas,
+    dual_gradient,
     duality_gap,
+    gram,
     needs_float64,
     safe_groups,
     task_param,
@@ -45,10 +47,10 @@ from fewshot_sparse.solvers.group_lasso_dual import (
 from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo, info_to
 from fewshot_sparse.solvers.ipm_iteration import WORK, EagerLoop, Options, evaluate, iteration
-from fewshot_sparse.solvers.ipm_systems import class_block, sum_zero_basis
+from fewshot_sparse.solvers.ipm_systems import cholesky_solve, class_block, sum_zero_basis
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
-_RESIDUAL_FLOOR = {False: 1e-3, True: 1e-4}  # without / with the smoothed model
+_RESIDUAL_FLOOR = {False: 1e-3, True: 1e-4}  # lambda1 = 0 / > 0 (the smoothed model's residual)
 _COMPACT_BELOW = 0.75  # drop screened columns once they are a quarter of those left
 _SMOOTHING = 0.003  # eps / lambda1 at the start; then eps shrinks as sqrt(mu / mu_0)
 _START_SCALE = {False: 0.01, True: 0.3}  # z0 / spread, lambda1 = 0 / > 0 (measured, math.md 6)
@@ -125,7 +127,8 @@ class InteriorPointSolver:
         graph = (sync_free and X.device.type == "cuda") if self.cuda_graph is None else self.cuda_graph
         if graph and not sync_free:
             raise ValueError("cuda_graph=True needs the sync-free mode (sync_free=None or True)")
-        o = Options(smooth, sync_free, s, _RESIDUAL_FLOOR[smooth])
+        o = Options(smooth, sync_free, s)
+        c["floor"] = _per_task(l1, _RESIDUAL_FLOOR)  # per task, as z's start below
         # gap-safe screening (s > 0, lambda1 > 0): certified-zero groups leave the features
         screen = s > 0 and smooth and not sync_free and bool((l1 > 0).any())
         col_norms = torch.linalg.vector_norm(X, dim=1).to(WORK) if screen else None
@@ -135,17 +138,25 @@ class InteriorPointSolver:
             c["N"] = sum_zero_basis(W, WORK, X.device)
 
         beta = torch.full_like(Yw, 1.0 / W)
+        moved = None  # the tasks that leave the centre (None: all, where beta0 is given)
+        if beta0 is None and X.shape[1] <= X.shape[2] and bool((l1 == 0).any()):
+            # the tasks with lambda1 = 0 start from the minimiser on the affine set (shifted),
+            # in any batch, so that a task's iterates do not depend on its batch-mates
+            Kw = K if K is not None else gram(X.to(WORK))
+            grad = dual_gradient(X, Yw, beta, torch.zeros_like(l1), l2, s, Kw)
+            moved = l1 == 0
+            beta0 = torch.where(moved, _equality_start(class_block(Kw, l2, s), grad), beta)
         if beta0 is not None:  # a warm start that already meets tol is the answer; else an
             b0 = project_rows_to_simplex(beta0.detach().to(WORK))  # interior point near it
             start = (b0, duality_gap(X, Yw, b0, l1, l2, s, K))
-            beta = 0.99 * b0 + 0.01 * beta
+            beta = 0.99 * b0 + 0.01 * beta if moved is None else torch.where(moved, 0.99 * b0 + 0.01 * beta, beta)
         eps = c.get("eps0")
         _, (p, d, gap), V, gm = evaluate(c, o, beta, eps)  # the steps follow gm, the model's gradient
         # multipliers' start (docs/math.md, 6): z = theta * spread_i on every entry of row
         # i, nu_i the row mean of z - grad; the dual residual starts at the gradient's
         # deviation from its row mean, and mu0 is a fraction of what a feasible z gives
         spread = (gm.amax(-1, keepdim=True) - gm.amin(-1, keepdim=True)).clamp_min(1e-3 * (1.0 + gm.abs().amax((1, 2), keepdim=True)))
-        z = _START_SCALE[smooth] * spread.expand_as(gm)
+        z = _per_task(l1, _START_SCALE) * spread.expand_as(gm)
         nu = (z - gm).mean(-1, keepdim=True)
         c["mu0"] = (beta * z).mean((1, 2), keepdim=True)
 
@@ -207,6 +218,30 @@ class InteriorPointSolver:
         better = want & (gc < out[2])
         out_beta, out = _keep(better, cand, out_beta, (pc, dc, gc), out)
         return out_beta, out, better
+
+
+def _per_task(l1: Tensor, value: dict) -> Tensor:
+    """value[lambda1 > 0] per task [B, 1, 1], in l1's dtype: a task's settings follow its own
+    lambda1, not its batch-mates'."""
+    return torch.full_like(l1, value[False]).masked_fill_(l1 > 0, value[True])
+
+
+def _equality_start(A: Tensor, grad: Tensor) -> Tensor:
+    """lambda1 = 0, from the centre beta = 1/W with gradient ``grad`` [B, S, W]: the minimiser
+    of the quadratic f on {E beta = 1} (beta >= 0 dropped), shifted into the simplices
+    (Mehrotra's start; docs/math.md, 6). H = A kron I_W with the same A [B, S, S] in every
+    class, so the Newton system has d_nu = the row mean of -grad and d_beta = A^-1 (mean
+    - grad): one S x S Cholesky. A task whose A is not positive definite even with a ridge
+    of 1e-12 its largest diagonal entry keeps the centre."""
+    B, S, W = grad.shape
+    M = A.clone()
+    M.diagonal(dim1=1, dim2=2).add_(1e-12 * M.diagonal(dim1=1, dim2=2).amax(-1, keepdim=True))
+    L, info = torch.linalg.cholesky_ex(M)
+    beta = 1.0 / W + cholesky_solve(grad.mean(-1, keepdim=True) - grad, L)
+    shift = (-1.5 * beta.amin(-1, keepdim=True)).clamp_min(0.0)  # rows stay on the affine set
+    beta = (beta + shift) / (1.0 + W * shift)
+    ok = (info == 0)[:, None, None] & beta.isfinite().all(-1, keepdim=True).all(-2, keepdim=True)
+    return torch.where(ok, beta, 1.0 / W)
 
 
 def _loop(graph: bool, o: Options, state, consts):

@@ -7,8 +7,9 @@ evaluation of the new point.
 graph_loop.py can capture it as one CUDA graph; ``EagerLoop`` runs it without capture.
 state: beta, nu, z, p, d, gap (primal, dual, relative gap), gm (the model's
 gradient), ridge, done, and for lambda1 > 0 V = X^T (Y - beta) and eps. consts: X, Y,
-l1, l2 [B, 1, 1], and K, A (lambda1 = 0: X X^T and the class block) or l1x (lambda1 in
-X's dtype), eps0, N (the sum-zero basis), and mu0.
+l1, l2 [B, 1, 1], floor [B, 1, 1] (the centring floor, per task), and K, A (lambda1 = 0:
+X X^T and the class block) or l1x (lambda1 in X's dtype), eps0, N (the sum-zero basis),
+and mu0.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ class Options(NamedTuple):
     smooth: bool  # lambda1 > 0 somewhere: the smoothed model (else K = X X^T carries f)
     sync_free: bool
     smoothing: float
-    floor: float  # the centring floor, relative to the dual residual
     width: Optional[int] = None  # sync-free, lambda1 > 0: rank-one groups gathered to this width (None: all D)
 
 
@@ -85,7 +85,7 @@ def iteration(st, c, o: Options, system=None):
     beta, nu, z, gm, ridge = st["beta"], st["nu"], st["z"], st["gm"], st["ridge"]
     X, Y, l1, l2, s = c["X"], c["Y"], c["l1"], c["l2"], o.smoothing
     system = newton_system(st, c, o) if system is None else system
-    step = newton_direction(system, beta, z, gm + nu - z, o.floor)
+    step = newton_direction(system, beta, z, gm + nu - z, c["floor"])
     ridge = torch.where(system.ok, ridge, ridge * 1e4)
     step.alpha = alpha = torch.where(st["done"][:, None, None], 0.0, step.alpha)
     evaluation = None
@@ -131,10 +131,11 @@ class Step:
     alpha: Tensor  # [B, 1, 1] step length (fraction to the boundary)
 
 
-def newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor, floor: float) -> Step:
+def newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor, floor: Tensor) -> Step:
     """Mehrotra predictor-corrector direction (docs/math.md, 6): one factorisation of the
-    Newton system (ipm_systems.py) serves the affine-scaling predictor and the corrector.
-    A task whose factorisation failed gets a zero step."""
+    Newton system (ipm_systems.py) serves the affine-scaling predictor and the corrector;
+    ``floor`` [B, 1, 1] is the centring floor relative to the dual residual. A task whose
+    factorisation failed gets a zero step."""
 
     def solve(r_comp: Tensor, need_nu: bool = True) -> Tuple[Tensor, Optional[Tensor], Tensor]:
         d_beta, d_nu = system.solve(-r_dual - r_comp / beta, need_nu)

@@ -51,6 +51,18 @@ def test_rank_deficient_and_fewer_features_than_points():
     check_against_cvxpy(X, Y, torch.tensor([0.0, 0.3]), 0.5, methods=("ipm",))
 
 
+def test_lambda1_zero_starts_at_the_minimiser_on_the_affine_set():
+    """lambda1 = 0 starts from the minimiser of f on {E beta = 1}, shifted into the simplices
+    (docs/math.md, 6). Where it has no negative entry (1-shot, strong regularisation) it is
+    the solution: no iteration, CVXPY's answer; in a batch with a lambda1 > 0 task too."""
+    X, Y = relu_task(7, 5, 640, 5, batch=3)  # 5-way 1-shot
+    _, _, info = check_against_cvxpy(X, Y, 0.0, 10.0, methods=("ipm",))
+    assert (info.iterations == 0).all()
+    l1 = lambda1_all_off(X, Y) * torch.tensor([0.0, 0.0, 0.3], dtype=X.dtype)
+    _, _, info = check_against_cvxpy(X, Y, l1, 10.0, methods=("ipm",))
+    assert (info.iterations[:2] == 0).all() and info.iterations[2] > 0
+
+
 @pytest.mark.reference
 def test_lambda1_near_lambda_max():
     """Just below the exact lambda_max a task keeps a minority of its features; just
