@@ -232,8 +232,8 @@ def _equality_start(A: Tensor, grad: Tensor) -> Tensor:
     (Mehrotra's start; docs/math.md, 6). H = A kron I_W with the same A [B, S, S] in every
     class, so the Newton system has d_nu = the row mean of -grad and d_beta = A^-1 (mean
     - grad): one S x S Cholesky. A task whose A is not positive definite even with a ridge
-    of 1e-12 its largest diagonal entry keeps the centre."""
-    B, S, W = grad.shape
+    of 1e-12 times its largest diagonal entry keeps the centre."""
+    W = grad.shape[-1]
     M = A.clone()
     M.diagonal(dim1=1, dim2=2).add_(1e-12 * M.diagonal(dim1=1, dim2=2).amax(-1, keepdim=True))
     L, info = torch.linalg.cholesky_ex(M)
