@@ -31,7 +31,6 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.dual_hessian import curvature
 from fewshot_sparse.solvers.graph_loop import graph_loop
 from fewshot_sparse.solvers.group_lasso_dual import (
     Scalar,
@@ -46,7 +45,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
 )
 from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo, info_to
-from fewshot_sparse.solvers.ipm_iteration import WORK, EagerLoop, Options, evaluate, iteration
+from fewshot_sparse.solvers.ipm_iteration import WORK, EagerLoop, Options, evaluate, iteration, rank_one_count
 from fewshot_sparse.solvers.ipm_systems import cholesky_solve, class_block, sum_zero_basis
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
@@ -171,9 +170,11 @@ class InteriorPointSolver:
             state.update(V=V, eps=eps)
         # sync-free with lambda1 > 0 and a check every iteration: the rank-one groups are
         # gathered to a static width, set from their count read in each check's sync
+        # (the count comes with each step's state: no extra operations at the check)
         bucketed = smooth and sync_free and self.check_every == 1
         if bucketed:
-            o = o._replace(width=_gather_width(int(_rank_one_count(state, l1)), X.shape[-1]))
+            state["count"] = rank_one_count(V, l1, eps)
+            o = o._replace(width=_gather_width(int(state["count"]), X.shape[-1]))
         loop = _loop(graph, o, state, c)
         st = loop.state
         for k in range(self.max_iter + 1):
@@ -184,7 +185,7 @@ class InteriorPointSolver:
                 iters = torch.where(better, k, iters)
                 want = ~done & (out[2] > self.tol) & (gap < self.polish_below)
                 finished = done | (out[2] <= self.tol)
-                flags = [want.any(), finished.all()] + ([_rank_one_count(st, l1)] if bucketed else [])
+                flags = [want.any(), finished.all()] + ([st["count"]] if bucketed else [])
                 polish, stop, *count = torch.stack(flags).tolist()  # the one host sync
                 if k > 0 and polish:  # (a second one where it polishes)
                     out_beta, out, polished = self._polish(loop.consts["X"], Yw, beta, st["z"], l1, l2, K, want, out_beta, out)
@@ -252,12 +253,6 @@ def _loop(graph: bool, o: Options, state, consts):
     X = consts["X"]
     key = (X.device, X.dtype, tuple(X.shape), state["beta"].shape[-1], o, tuple(sorted(consts)))
     return graph_loop(key, functools.partial(iteration, o=o), state, consts)
-
-
-def _rank_one_count(state, l1: Tensor) -> Tensor:
-    """The largest number of groups with rank-one curvature in a task at the state's point
-    (the Newton step's Hessian there, dual_hessian.py), on the device."""
-    return curvature(state["V"], l1, state["eps"])[3].sum(-1).max()
 
 
 def _gather_width(count: int, D: int) -> Optional[int]:

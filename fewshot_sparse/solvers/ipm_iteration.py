@@ -6,7 +6,8 @@ evaluation of the new point.
 ``iteration`` is a function of its state and constants (dicts of tensors) only, so that
 graph_loop.py can capture it as one CUDA graph; ``EagerLoop`` runs it without capture.
 state: beta, nu, z, p, d, gap (primal, dual, relative gap), gm (the model's
-gradient), ridge, done, and for lambda1 > 0 V = X^T (Y - beta) and eps. consts: X, Y,
+gradient), ridge, done, and for lambda1 > 0 V = X^T (Y - beta), eps and, where the
+sync-free mode gathers to a static width, count (``rank_one_count``). consts: X, Y,
 l1, l2 [B, 1, 1], floor [B, 1, 1] (the centring floor, per task), and K, A (lambda1 = 0:
 X X^T and the class block) or l1x (lambda1 in X's dtype), eps0, N (the sum-zero basis),
 and mu0.
@@ -21,7 +22,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.dual_hessian import hessian_factors
+from fewshot_sparse.solvers.dual_hessian import curvature, hessian_factors
 from fewshot_sparse.solvers.group_lasso_dual import (
     correlations,
     gap_from_scores,
@@ -101,7 +102,15 @@ def iteration(st, c, o: Options, system=None):
     out = dict(beta=beta, nu=nu + alpha * step.d_nu, z=z, p=p, d=d, gap=gap, gm=gm, ridge=ridge, done=st["done"])
     if o.smooth:
         out.update(V=V, eps=eps)
+    if "count" in st:  # the sync-free gather's width is read from it at the check
+        out["count"] = rank_one_count(V, l1, eps)
     return out
+
+
+def rank_one_count(V: Tensor, l1: Tensor, eps: Tensor) -> Tensor:
+    """The largest number of groups with rank-one curvature in a task (dual_hessian.py) at
+    the point of V and eps: what the Newton matrix there gathers. On the device."""
+    return curvature(V, l1, eps)[3].sum(-1).max()
 
 
 class EagerLoop:
