@@ -125,17 +125,13 @@ def hessian_factors(
     scale = torch.sqrt(b / l2[:, :, 0].to(X.dtype)) / n_safe  # zero off the rank-one groups
     if not gather and width is None:  # every group, masked: no host sync, D columns
         return HessianFactors(Ka, X, V * scale[..., None], shift)
-    if not gather:  # a static width, padded with zero-weighted columns
-        idx, real = first_columns(rank_one, width)
-        G = torch.gather(V, 1, idx[..., None].expand(B, width, W)) * (torch.gather(scale, 1, idx) * real)[..., None]
-        return HessianFactors(Ka, torch.gather(X, 2, idx[:, None, :].expand(B, S, width)), G, shift)
-    m = int(rank_one.sum(-1).max()) if rank_one.numel() else 0  # the padding size: one sync
-    if m == 0:
-        return HessianFactors(Ka, None, None, shift)
-    order = torch.argsort(rank_one.to(torch.int8), dim=-1, descending=True, stable=True)[:, :m]
-    G = torch.gather(V, 1, order[..., None].expand(B, m, W)) * torch.gather(scale, 1, order)[..., None]
-    Xg = torch.gather(X, 2, order[:, None, :].expand(B, S, m))
-    return HessianFactors(Ka, Xg, G, shift)
+    if gather:  # the largest count in the batch: one host sync
+        width = int(rank_one.sum(-1).max()) if rank_one.numel() else 0
+        if width == 0:
+            return HessianFactors(Ka, None, None, shift)
+    idx, real = first_columns(rank_one, width)  # tasks with fewer: zero-weighted columns
+    G = torch.gather(V, 1, idx[..., None].expand(B, width, W)) * (torch.gather(scale, 1, idx) * real)[..., None]
+    return HessianFactors(Ka, torch.gather(X, 2, idx[:, None, :].expand(B, S, width)), G, shift)
 
 
 def dual_hessian(
