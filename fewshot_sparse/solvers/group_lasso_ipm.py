@@ -196,8 +196,9 @@ class InteriorPointSolver:
                 if stop or k == self.max_iter:
                     break
                 loop.write(done=done)
-                if bucketed and _gather_width(count[0], X.shape[-1]) != o.width:
-                    o = o._replace(width=_gather_width(count[0], X.shape[-1]))
+                width = _gather_width(count[0], X.shape[-1]) if bucketed else o.width
+                if width != o.width:
+                    o = o._replace(width=width)
                     loop = _loop(graph, o, loop.state, loop.consts)
                 if screen:
                     keep = safe_groups(st["V"], col_norms, l1, l2, s, p - d)
