@@ -288,7 +288,9 @@ def main(argv=None) -> None:
         args.qpth = True
     except ImportError:
         args.qpth = False
-        print("qpth not installed: no qpth rows (pip install qpth to add them)")
+        # qpth itself pins numpy < 2, and a plain install then takes cvxpy below what
+        # cvxpylayers needs (the reference breaks); it runs on what is installed
+        print("qpth not installed: no qpth rows (pip install --no-deps qpth to add them)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {'+'.join(devices)}; "
           f"{args.tasks} tasks, {N_WAY}-way, {N_QUERY} queries/class, tol {args.tol:g}, median of {args.repeats} "
           f"({'CPU time of this process' if devices == ['cpu'] else 'CPU time; CUDA wall time'})")
