@@ -119,9 +119,11 @@ def kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs: Tensor, free: Tensor)
     f = hessian_factors(X, Y, beta.to(torch.float64), l1, l2, smoothing)
     Q = face_basis(free)  # [B, S, W, k]
     used = (Q.abs().sum(2) > 0).to(torch.float64)  # [B, S, k]
-    Qr = Q.transpose(2, 3).reshape(B, S * k, W)  # Ka_ij Q_i^T Q_j from one product (an einsum
+    # Ka_ij Q_i^T Q_j from one product and a broadcast multiply (an einsum over the 5-D
+    # index ran 10x slower: its inner loops have length W - 1)
+    Qr = Q.transpose(2, 3).reshape(B, S * k, W)
     R = torch.bmm(Qr, Qr.mT).view(B, S, k, S, k).mul_(f.Ka[:, :, None, :, None]).view(B, S * k, S * k)
-    if f.Xg is not None:  # over the 5-D index was 10x slower: loops of length W - 1)
+    if f.Xg is not None:
         GQ = torch.einsum("bica,bmc->biam", Q, f.G.to(torch.float64))  # [B, S, k, m]
         Zr = (f.Xg.to(torch.float64)[:, :, None, :] * GQ).reshape(B, S * k, -1)
         R.baddbmm_(Zr, Zr.mT)
