@@ -110,7 +110,8 @@ def _saved_settings(out_dir: Path):
 
 def _add_class_names(csv_path: Path, names: list) -> None:
     """Append a class_name column to classes.csv."""
-    rows = list(csv.reader(csv_path.open()))
+    with csv_path.open(newline="") as f:
+        rows = list(csv.reader(f))
     if not rows:
         return
     rows[0].append("class_name")

@@ -41,9 +41,9 @@ def test_save_feature_usage_writes_everything(tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     z = np.load(paths["arrays"])
     assert z["active"].shape == (30, 200) and z["jaccard"].shape == (30, 30)
-    rows = list(csv.DictReader(paths["features"].open()))
+    rows = list(csv.DictReader(paths["features"].read_text().splitlines()))
     assert len(rows) == 200 and rows[0]["feature"] == "3" and rows[0]["n_tasks"] == "30"
-    rows = list(csv.DictReader(paths["tasks"].open()))
+    rows = list(csv.DictReader(paths["tasks"].read_text().splitlines()))
     assert len(rows) == 30 and len(rows[0]["class_ids"].split()) == 5
     assert paths["classes"].exists()
     assert "30 tasks, 200 features" in paths["summary"].read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,11 +100,11 @@ def test_sweep_files_and_tensorboard(cache32, tmp_path):
 
     rep = sweep(cache32, lambda1_grid=[0.3, 0.1, 0.03], reference_heads=("protonet",),
                 out_dir=tmp_path / "sw", progress=False, print_table=False, device="cpu")
-    rows = list(csv.DictReader(open(rep.files["csv"])))
+    rows = list(csv.DictReader(Path(rep.files["csv"]).read_text().splitlines()))
     assert len(rows) == 2 * (3 + 1) and rows[0]["head"] == "group_lasso_svm"
-    record = json.loads(open(rep.files["json"]).read())
+    record = json.loads(Path(rep.files["json"]).read_text())
     assert record["grid"] == "lambda1" and len(record["points"]) == 8
-    assert open(rep.files["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(rep.files["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     acc = EventAccumulator(rep.files["tensorboard"])
     acc.Reload()
     steps = [e.step for e in acc.Scalars("sweep_2shot/accuracy")]
@@ -124,7 +125,7 @@ def test_cli_features_then_sweep(glyph_run, tmp_path, capsys):
                  "--reference", "none", "--quiet", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "lambda_ratio grid, lambda_max exact" in out
-    assert len(list(csv.DictReader(open(feats / "sweep" / "sweep.csv")))) == 4
+    assert len(list(csv.DictReader((feats / "sweep" / "sweep.csv").read_text().splitlines()))) == 4
 
 
 def test_bad_sweep_input_is_one_line(tmp_path, capsys, cache32):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,7 +97,7 @@ def test_iterations_reach_the_files_and_the_table(tmp_path, capsys):
     assert f"{SHOT}-shot lambda1=0.3: accuracy" in out and "solver iterations" in out
     header = next(line for line in out.splitlines() if line.startswith("shot"))
     assert header.split()[-2:] == ["iters", "time"]
-    rows = list(csv.DictReader(open(rep.files["csv"])))
+    rows = list(csv.DictReader(Path(rep.files["csv"]).read_text().splitlines()))
     assert list(rows[0]) == list(COLUMNS)
     assert "iterations_mean" in COLUMNS and "iterations_max" in COLUMNS
     by = {r["head"] + r["lambda1"]: r for r in rows}
@@ -104,7 +105,7 @@ def test_iterations_reach_the_files_and_the_table(tmp_path, capsys):
     assert int(by["group_lasso_svm0.3"]["iterations_max"]) >= 1
     assert float(by["svm_cs"]["iterations_mean"]) > 0
     assert by["protonet"]["iterations_mean"] == by["protonet"]["iterations_max"] == ""
-    record = json.loads(open(rep.files["json"]).read())
+    record = json.loads(Path(rep.files["json"]).read_text())
     assert record["warm_start"] is True
     # seconds: time fitting that point, summed over its batches (to the microsecond: a
     # warm start that already meets tol takes well under a millisecond)

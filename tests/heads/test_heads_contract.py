@@ -222,7 +222,7 @@ def test_learnable_lambdas_are_positive_and_get_gradients():
                              learn_lambdas=True, learn_scale=True).double()
     names = {n for n, _ in head.named_parameters()}
     assert names == {"lambda1.raw", "lambda2.raw", "scale.raw"}
-    assert float(head.lambda1.raw) == pytest.approx(np.log(0.3))
+    assert float(head.lambda1.raw.detach()) == pytest.approx(np.log(0.3))
     query, support, labels, way = episode()
     out = head(query, support, labels, way)
     g = torch.Generator().manual_seed(3)

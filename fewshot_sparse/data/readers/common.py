@@ -146,10 +146,10 @@ def bytes_io(data) -> io.BytesIO:
 def decode(data, size: int, channels: int, what: str) -> np.ndarray:
     """Decode one encoded image (path or bytes) to uint8 [size, size, channels]."""
     try:
-        im = Image.open(data if isinstance(data, (str, Path)) else bytes_io(data))
-        if im.format == "JPEG":
-            im.draft("RGB" if channels == 3 else "L", (size, size))
-        im = to_eight_bit(im).convert("RGB" if channels == 3 else "L")
+        with Image.open(data if isinstance(data, (str, Path)) else bytes_io(data)) as src:
+            if src.format == "JPEG":
+                src.draft("RGB" if channels == 3 else "L", (size, size))
+            im = to_eight_bit(src).convert("RGB" if channels == 3 else "L")
         if im.size != (size, size):
             im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
         return np.asarray(im).reshape(size, size, channels)

@@ -43,7 +43,8 @@ def read_tiered_ren(root: Path, split: str, image_size: int | None) -> SplitSour
 
 def _png_size(data: bytes, what: str) -> int:
     try:
-        w, h = Image.open(bytes_io(data)).size
+        with Image.open(bytes_io(data)) as im:
+            w, h = im.size
     except Exception as exc:
         raise DataError(f"{what}: unreadable image ({type(exc).__name__}: {exc})") from None
     return w if w == h else max(w, h)
