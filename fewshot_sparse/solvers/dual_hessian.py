@@ -19,7 +19,7 @@ from torch import Tensor
 
 from fewshot_sparse.solvers.group_lasso_dual import correlations
 
-_NEGLIGIBLE = 1e-6  # smoothed model: rank-one curvature below this is not gathered
+_FOLD = 1e-4  # group pairs: rank-one curvature up to this joins a instead (a majorant, math.md 6)
 
 
 @dataclass
@@ -61,26 +61,29 @@ class HessianFactors:
         return H
 
 
-def curvature(V: Tensor, l1: Tensor, eps: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per group (V [B, D, W], l1 [B, 1, 1], eps [B, 1, 1] or None): ||v_j|| (1 where 0),
-    a_j, b_j and the mask of the groups with rank-one curvature (b_j > 0), in V's dtype."""
+def curvature(V: Tensor, l1: Tensor, pairs: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per group (V [B, D, W], l1 [B, 1, 1]): ||v_j|| (1 where 0), a_j, b_j and the mask of
+    the groups with rank-one curvature (b_j > 0), in V's dtype. ``pairs`` (p, q) [B, D]:
+    the Newton model of the interior-point solver's group pairs (ipm_groups.py) instead of
+    f's generalized Hessian."""
     n = torch.sqrt((V * V).sum(-1))  # [B, D]; several times faster than a norm on V's transposed layout
-    lam = l1[:, :, 0].to(V.dtype)  # [B, 1]
     n_safe = torch.where(n > 0, n, 1.0)
-    if eps is None:
+    if pairs is None:
+        lam = l1[:, :, 0].to(V.dtype)  # [B, 1]
         active = (n > lam) | (lam <= 0)
         b = torch.where(active, lam / n_safe, 0.0)
         a = torch.where(active, 1.0 - b, 0.0)
-    else:  # the smoothed model: radial curvature p'(t), tangential p(t) / t (prox.py)
-        e = eps[:, :, 0].to(V.dtype)
-        u = n - lam
-        r = torch.sqrt(u * u + 4.0 * e * e)
-        a = 0.5 * (u + r) / torch.maximum(n, e.clamp_min(torch.finfo(V.dtype).tiny))
-        radial = torch.where(r > 0, 0.5 * (1.0 + u / r.clamp_min(torch.finfo(V.dtype).tiny)), (u >= 0).to(V.dtype))
-        # a I + b vv^T with b = p' - a; b < 0 (far below the threshold, where both are
-        # tiny) is raised to 0, a majorant; b below 1e-6 is dropped (nothing to gather)
-        b = (radial - a).clamp_min(0.0)
-        b = torch.where(b > _NEGLIGIBLE, b, 0.0)
+    else:  # radial p / (p + q), tangential p / ||v_j||
+        p, q = pairs
+        a = (p / n_safe.to(p.dtype)).to(V.dtype)
+        # a I + b vv^T with b = radial - a; b < 0 (below the threshold, where the slack
+        # exceeds half of lambda1) is raised to 0, and b <= _FOLD becomes (a + b) I: both
+        # majorants, which keep those groups out of the rank-one gather
+        b = (p / (p + q)).to(V.dtype) - a
+        fold = (b > 0) & (b <= _FOLD)
+        plain = l1[:, :, 0] <= 0  # lambda1 = 0 beside lambda1 > 0 tasks: f's own Hessian
+        a = torch.where(plain, 1.0, torch.where(fold, a + b, a))
+        b = torch.where(fold | plain, 0.0, b.clamp_min(0.0))
         active = a > 0
     return n_safe, a, b, active & (b > 0)
 
@@ -101,7 +104,7 @@ def first_columns(mask: Tensor, width: int) -> Tuple[Tensor, Tensor]:
 def hessian_factors(
     X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float,
     gram: Optional[Tensor] = None, V: Optional[Tensor] = None, gather: bool = True,
-    eps: Optional[Tensor] = None, width: Optional[int] = None,
+    pairs: Optional[Tuple[Tensor, Tensor]] = None, width: Optional[int] = None,
 ) -> HessianFactors:
     """The factors of H at beta, in beta's dtype (docs/math.md, 7). ``gram`` = X X^T may be
     passed when lambda1 = 0 in every task (then a = 1, b = 0); ``V`` = X^T (Y - beta) when
@@ -110,8 +113,8 @@ def hessian_factors(
     ``gather=False`` all D groups are kept, zero-weighted off that set (no sync), or with
     ``width`` as well the first ``width`` of that set (no sync either; the caller knows
     that no task has more: groups past it would be left out).
-    ``eps`` [B, 1, 1]: the Hessian of the smoothed model of the interior-point solver
-    (docs/math.md, 6) instead of the generalized Hessian."""
+    ``pairs`` (p, q) [B, D]: the Newton model of the interior-point solver's group pairs
+    (ipm_groups.py; docs/math.md, 6) instead of the generalized Hessian."""
     B, S, _ = X.shape
     W = Y.shape[-1]
     work = beta.dtype
@@ -120,7 +123,7 @@ def hessian_factors(
     if gram is not None:
         return HessianFactors(gram.to(work) / l2, None, None, shift)
     V = correlations(X, Y - beta) if V is None else V  # [B, D, W]
-    n_safe, a, b, rank_one = curvature(V, l1, eps)
+    n_safe, a, b, rank_one = curvature(V, l1, pairs)
     Ka = torch.bmm(X * a[:, None, :], X.transpose(1, 2)).to(work) / l2
     scale = torch.sqrt(b / l2[:, :, 0].to(X.dtype)) / n_safe  # zero off the rank-one groups
     if not gather and width is None:  # every group, masked: no host sync, D columns

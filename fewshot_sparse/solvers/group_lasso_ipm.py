@@ -36,6 +36,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     Scalar,
     check_inputs,
     check_lambdas,
+    correlations,
     dual_gradient,
     duality_gap,
     gram,
@@ -45,14 +46,16 @@ from fewshot_sparse.solvers.group_lasso_dual import (
 )
 from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo, info_to
+from fewshot_sparse.solvers.ipm_groups import central_pairs
 from fewshot_sparse.solvers.ipm_iteration import WORK, EagerLoop, Options, evaluate, iteration, rank_one_count
 from fewshot_sparse.solvers.ipm_systems import cholesky_solve, class_block, sum_zero_basis
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
-_RESIDUAL_FLOOR = {False: 1e-3, True: 1e-4}  # lambda1 = 0 / > 0 (the smoothed model's residual)
+_RESIDUAL_FLOOR = {False: 1e-3, True: 1e-4}  # lambda1 = 0 / > 0 (the model's residual)
 _COMPACT_BELOW = 0.75  # drop screened columns once they are a quarter of those left
-_SMOOTHING = 0.003  # eps / lambda1 at the start; then eps shrinks as sqrt(mu / mu_0)
+_FIRST_PAIRS = 0.003  # the group pairs' p q = (this lambda1)^2 for the multipliers' start
 _START_SCALE = {False: 0.01, True: 0.3}  # z0 / spread, lambda1 = 0 / > 0 (measured, math.md 6)
+_WARM_SCALE = 0.3  # lambda1 > 0: z0 times this from a caller's warm start (measured, math.md 6)
 _MIN_WIDTH = 64  # the narrowest static gather of rank-one groups (sync-free mode)
 
 
@@ -115,9 +118,8 @@ class InteriorPointSolver:
             Xw = X.to(WORK)
             c["K"] = K = torch.bmm(Xw, Xw.transpose(1, 2))
             c["A"] = class_block(K, l2, s)  # H in class blocks
-        # lambda1 > 0: the Newton steps follow a model of f whose group kinks are rounded
-        # over eps, shrinking with the complementarity (docs/math.md, 6); the gaps, the
-        # stopping test and the polish use f itself
+        # lambda1 > 0: each feature group's kink is a primal-dual pair of the Newton model
+        # (ipm_groups.py, docs/math.md 6); the gaps, the stopping test and the polish use f
         smooth = K is None
         out_dtype = X.dtype
         if smooth and needs_float64(X, l1, l2, self.tol):  # weak regularisation: float32 is too coarse
@@ -133,10 +135,11 @@ class InteriorPointSolver:
         col_norms = torch.linalg.vector_norm(X, dim=1).to(WORK) if screen else None
         if smooth:
             c["l1x"] = l1.to(X.dtype)
-            c["eps0"] = _SMOOTHING * c["l1x"]  # [B, 1, 1]
             c["N"] = sum_zero_basis(W, WORK, X.device)
+            c["on"] = (l1[:, :, 0] > 0).to(WORK)  # lambda1 = 0 tasks: the group pairs off
 
         beta = torch.full_like(Yw, 1.0 / W)
+        warm = beta0 is not None  # the caller's warm start (not the lambda1 = 0 start below)
         moved = None  # the tasks that leave the centre (None: all, where beta0 is given)
         if beta0 is None and X.shape[1] <= X.shape[2] and bool((l1 == 0).any()):
             # the tasks with lambda1 = 0 start from the minimiser on the affine set (shifted),
@@ -149,15 +152,22 @@ class InteriorPointSolver:
             b0 = project_rows_to_simplex(beta0.detach().to(WORK))  # interior point near it
             start = (b0, duality_gap(X, Yw, b0, l1, l2, s, K))
             beta = 0.99 * b0 + 0.01 * beta if moved is None else torch.where(moved, 0.99 * b0 + 0.01 * beta, beta)
-        eps = c.get("eps0")
-        _, (p, d, gap), V, gm = evaluate(c, o, beta, eps)  # the steps follow gm, the model's gradient
+        pairs = None
+        if smooth:  # first nearly on the kinks, for the multipliers' start below
+            V = correlations(X, Yw - beta)
+            pairs = central_pairs(V, l1, l2, (_FIRST_PAIRS * l1) ** 2 / l2)
+        _, (p, d, gap), V, gm = evaluate(c, o, beta, pairs[0] if pairs else None)  # the steps follow gm, the model's gradient
         # multipliers' start (docs/math.md, 6): z = theta * spread_i on every entry of row
         # i, nu_i the row mean of z - grad; the dual residual starts at the gradient's
         # deviation from its row mean, and mu0 is a fraction of what a feasible z gives
         spread = (gm.amax(-1, keepdim=True) - gm.amin(-1, keepdim=True)).clamp_min(1e-3 * (1.0 + gm.abs().amax((1, 2), keepdim=True)))
         z = _per_task(l1, _START_SCALE) * spread.expand_as(gm)
+        if warm and smooth:  # nearer the solution: smaller multipliers (math.md 6, "Warm start")
+            z = torch.where(l1 > 0, _WARM_SCALE * z, z)
         nu = (z - gm).mean(-1, keepdim=True)
-        c["mu0"] = (beta * z).mean((1, 2), keepdim=True)
+        if smooth:  # the group pairs start on the central path at mu0 (math.md 6, "Group pairs")
+            pairs = central_pairs(V, l1, l2, (beta * z).mean((1, 2), keepdim=True))
+            _, (p, d, gap), V, gm = evaluate(c, o, beta, pairs[0])
 
         out_beta, out = beta.clone(), (p.clone(), d.clone(), gap.clone())
         if beta0 is not None:
@@ -167,13 +177,13 @@ class InteriorPointSolver:
         ridge = torch.full((B, 1, 1), 1e-14, dtype=WORK, device=X.device)
         state = dict(beta=beta, nu=nu, z=z, p=p, d=d, gap=gap, gm=gm, ridge=ridge, done=done)
         if smooth:
-            state.update(V=V, eps=eps)
+            state.update(V=V, excess=pairs[0], slack=pairs[1])
         # sync-free with lambda1 > 0 and a check every iteration: the rank-one groups are
         # gathered to a static width, set from their count read in each check's sync
         # (the count comes with each step's state: no extra operations at the check)
         bucketed = smooth and sync_free and self.check_every == 1
         if bucketed:
-            state["count"] = rank_one_count(V, l1, eps)
+            state["count"] = rank_one_count(V, l1, *pairs)
             o = o._replace(width=_gather_width(int(state["count"]), X.shape[-1]))
         loop = _loop(graph, o, state, c)
         st = loop.state
@@ -203,8 +213,8 @@ class InteriorPointSolver:
                 if screen:
                     keep = safe_groups(st["V"], col_norms, l1, l2, s, p - d)
                     if int(keep.sum(-1).max()) <= _COMPACT_BELOW * keep.shape[-1]:
-                        loop.consts["X"], V, col_norms = _compact(keep, loop.consts["X"], st["V"], col_norms)
-                        loop.write(V=V)
+                        loop.consts["X"], V, col_norms, pairs = _compact(keep, loop.consts["X"], st, col_norms, l1, l2)
+                        loop.write(V=V, excess=pairs[0], slack=pairs[1])
             loop.step()
             st = loop.state
 
@@ -264,16 +274,19 @@ def _gather_width(count: int, D: int) -> Optional[int]:
     return None if width >= D else width
 
 
-def _compact(keep: Tensor, X: Tensor, V: Tensor, col_norms: Tensor):
+def _compact(keep: Tensor, X: Tensor, st, col_norms: Tensor, l1: Tensor, l2: Tensor):
     """Keep the columns ``keep`` [B, D] of X [B, S, D] (rows of V [B, D, W], entries of
-    col_norms [B, D]); tasks with fewer kept columns are padded with zero columns, which
-    are never active."""
+    col_norms and of the group pairs [B, D]); tasks with fewer kept columns are padded with
+    zero columns, which are never active (their pairs on the central path at V_j = 0)."""
     m = int(keep.sum(-1).max())
     order = torch.argsort(keep.to(torch.int8), dim=-1, descending=True, stable=True)[:, :m]
     kept = torch.gather(keep, 1, order)
     Xc = torch.gather(X, 2, order[:, None, :].expand(-1, X.shape[1], -1)) * kept[:, None, :]
+    V = st["V"]
     Vc = torch.gather(V, 1, order[..., None].expand(-1, -1, V.shape[-1])) * kept[..., None]
-    return Xc, Vc, torch.gather(col_norms, 1, order) * kept
+    pad = central_pairs(Vc, l1, l2, (st["beta"] * st["z"]).mean((1, 2), keepdim=True))
+    pairs = tuple(torch.where(kept, torch.gather(st[k], 1, order), pd) for k, pd in zip(("excess", "slack"), pad))
+    return Xc, Vc, torch.gather(col_norms, 1, order) * kept, pairs
 
 
 def _keep(mask: Tensor, beta: Tensor, out_beta: Tensor, vals, out):

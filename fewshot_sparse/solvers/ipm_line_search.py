@@ -1,16 +1,11 @@
 """Step length of the interior-point steps for lambda1 > 0 (docs/math.md, 6).
 
-The Newton steps follow the smoothed model, whose curvature still changes fast near the
-group kinks: full steps can cycle (measured: a warm-started task whose dual residual went
-round a 4-cycle between 1e-2 and 8e-2 forever). Each step therefore takes the longest of
-alpha, alpha / 2, ..., alpha / 2^K whose point at most multiplies the merit
-||r_d||_inf + mu by GROWTH, or else the one of least merit; chosen per task. GROWTH = 3
-(eighth session, docs/math.md 6): 3-12% fewer iterations than 2 on every measured set and
-no unconverged task; 4 and 10 leave 2 tasks of the 128-task regression set unconverged
-(gap 2.4e-3), and 10 let a warm-started sweep task cycle in the fifth session. A candidate is
-scored with the model gradient at its own smoothing eps (eps_of), which is what the
-solver's next iterate uses.
-Two ways to the same choice:
+||V_j|| is not linear in beta, so a full step can land where the Newton model, exact
+for the linear parts, is poor; each step therefore takes the longest of alpha,
+alpha / 2, ..., alpha / 2^K whose point at most multiplies the merit
+||r_d||_inf + ||r_p||_inf + mu (dual residual, the group pairs' residual, mean
+complementarity) by GROWTH, or else the one of least merit; chosen per task. GROWTH = 3
+(eighth session, docs/math.md 6). Two ways to the same choice:
 
     backtrack             tries the candidates in turn (one host sync per try) with the
                           solver's own evaluation, and returns the chosen point's: a full
@@ -21,37 +16,46 @@ Two ways to the same choice:
 
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from fewshot_sparse.solvers.group_lasso_dual import correlations
-from fewshot_sparse.solvers.prox import smooth_shrink
+from fewshot_sparse.solvers.ipm_groups import model_shrink, pair_residual
 
 HALVINGS = 8
 GROWTH = 3.0
 
 
-def merit(g: Tensor, beta: Tensor, nu: Tensor, z: Tensor) -> Tensor:
-    """max |dual residual| + mean complementarity, per task [B, 1, 1] (or [..., B, 1, 1])."""
-    return (g + nu - z).abs().amax((-2, -1), keepdim=True) + (beta * z).mean((-2, -1), keepdim=True)
+def merit(g: Tensor, beta: Tensor, nu: Tensor, z: Tensor, rp: Optional[Tensor] = None,
+          comp: Optional[Tensor] = None, on: Optional[Tensor] = None) -> Tensor:
+    """max |dual residual| (+ max |r_p|) + mean complementarity, per task [B, 1, 1] (or
+    [..., B, 1, 1]); rp and comp [..., B, D]: the group pairs' residual and p q / lambda2,
+    zero where the pairs are off (on [B, 1] is 0)."""
+    m = (g + nu - z).abs().amax((-2, -1))
+    total, count = (beta * z).sum((-2, -1)), beta.shape[-1] * beta.shape[-2]
+    if rp is not None and rp.shape[-1] > 0:  # (screening may have dropped every group)
+        m, total, count = m + rp.abs().amax(-1), total + comp.sum(-1), count + rp.shape[-1] * on[:, 0]
+    return (m + total / count)[..., None, None]
 
 
-def backtrack(evaluate: Callable, eps_of: Callable[[Tensor, Tensor], Tensor], beta, nu, z, g, step,
-              halvings: int = HALVINGS) -> Tuple[Tensor, tuple]:
-    """(the step length [B, 1, 1] for ``step`` (d_beta, d_nu, d_z, alpha), the evaluation at
-    the chosen point). ``evaluate(beta, eps)`` returns a tuple of per-task tensors whose
-    last entry is the model gradient; ``g`` is that gradient at the current point."""
-    base = merit(g, beta, nu, z)
+def backtrack(evaluate: Callable, l1: Tensor, l2: Tensor, on: Tensor, st, step, halvings: int = HALVINGS) -> Tuple[Tensor, tuple]:
+    """(the step length [B, 1, 1] for ``step`` from the point of state ``st``, the
+    evaluation at the chosen point). ``evaluate(beta, excess)`` returns (grad f, gaps, V,
+    model gradient), as ipm_iteration.evaluate."""
+    beta, nu, z, p, q = st["beta"], st["nu"], st["z"], st["excess"], st["slack"]
+    on_l2 = on / l2[:, :, 0]
+    base = merit(st["gm"], beta, nu, z, pair_residual(st["V"], p, q, l1, on), p * q * on_l2, on)
     best_alpha, best_merit = torch.zeros_like(step.alpha), torch.full_like(base, float("inf"))
     chosen = torch.zeros_like(base, dtype=torch.bool)
     best = None
     for k in range(halvings + 1):
         a = step.alpha / 2.0**k
         b, n_, z_ = beta + a * step.d_beta, nu + a * step.d_nu, z + a * step.d_z
-        ev = evaluate(b, eps_of(b, z_))
-        m = merit(ev[-1], b, n_, z_)
+        p_, q_ = p + a[..., 0] * step.d_p, q + a[..., 0] * step.d_q
+        ev = evaluate(b, p_)
+        m = merit(ev[-1], b, n_, z_, pair_residual(ev[2], p_, q_, l1, on), p_ * q_ * on_l2, on)
         accept = ~chosen & (m <= GROWTH * base)
         better = accept | (~chosen & (m < best_merit))
         best_alpha, best_merit = torch.where(better, a, best_alpha), torch.where(better, m, best_merit)
@@ -71,28 +75,33 @@ def _select(mask: Tensor, new, old):
     return torch.where(mask.reshape(-1, *([1] * (new.dim() - 1))), new, old)
 
 
-def batched_line_search(X, Y, l1, l2, smoothing: float, eps_of, beta, nu, z, g, step, halvings: int = HALVINGS) -> Tensor:
-    """``backtrack``'s choice without host synchronisation, for the gradient of the
-    smoothed model (prox.smooth_shrink) at each candidate's own eps_of(beta, z) [..., B, 1, 1]:
-    the K + 1 candidate gradients come from one product X^T [Y - beta_0, ..., Y - beta_K]
-    and one back (K + 1 times the columns of a gradient, in X's dtype), then the first
-    accepted candidate (or the one of least merit) is picked per task."""
+def batched_line_search(X, Y, l1, l2, on, smoothing: float, st, step, halvings: int = HALVINGS) -> Tensor:
+    """``backtrack``'s choice without host synchronisation: the K + 1 candidates' model
+    gradients come from one product X^T [Y - beta_0, ..., Y - beta_K] and one back (K + 1
+    times the columns of a gradient, in X's dtype), then the first accepted candidate
+    (or the one of least merit) is picked per task."""
+    beta, nu, z, p, q = st["beta"], st["nu"], st["z"], st["excess"], st["slack"]
     B, S, W = beta.shape
     K1 = halvings + 1
     scale = 0.5 ** torch.arange(K1, dtype=beta.dtype, device=beta.device)  # [K1]
     alphas = step.alpha[None] * scale[:, None, None, None]  # [K1, B, 1, 1]
     betas = beta[None] + alphas * step.d_beta[None]  # [K1, B, S, W]
     zs = z[None] + alphas * step.d_z[None]
-    eps = eps_of(betas, zs).transpose(0, 1)  # [B, K1, 1, 1]
+    ps = (p[None] + alphas[..., 0] * step.d_p[None]).transpose(0, 1)  # [B, K1, D]
+    qs = (q[None] + alphas[..., 0] * step.d_q[None]).transpose(0, 1)
     R = (Y[None] - betas).permute(1, 2, 0, 3).reshape(B, S, K1 * W)
     V = correlations(X, R).reshape(B, -1, K1, W).transpose(1, 2)  # [B, K1, D, W]
-    U = smooth_shrink(V, l1[:, None].to(X.dtype), eps).transpose(1, 2).reshape(B, -1, K1 * W)
+    U = model_shrink(V, ps, l1[..., None].to(X.dtype)).transpose(1, 2).reshape(B, -1, K1 * W)
     Z = (torch.bmm(X, U).to(beta.dtype) / l2).reshape(B, S, K1, W).permute(2, 0, 1, 3)  # [K1, B, S, W]
     grads = Y[None] - Z
     if smoothing > 0:
         grads = grads + (smoothing / l2) * (betas - Y[None])
-    m = merit(grads, betas, nu[None] + alphas * step.d_nu[None], zs)
-    accept = m <= GROWTH * merit(g, beta, nu, z)[None]  # [K1, B, 1, 1]
+    on_l2 = on / l2[:, :, 0]  # [B, 1]
+    rp = pair_residual(V, ps, qs, l1[..., None], on[..., None]).transpose(0, 1)  # [K1, B, D]
+    comp = (ps * qs * on_l2[..., None]).transpose(0, 1)
+    m = merit(grads, betas, nu[None] + alphas * step.d_nu[None], zs, rp, comp, on)
+    base = merit(st["gm"], beta, nu, z, pair_residual(st["V"], p, q, l1, on), p * q * on_l2, on)
+    accept = m <= GROWTH * base[None]  # [K1, B, 1, 1]
     first = torch.argmax(accept.to(torch.int8), dim=0)  # the first accepted (0 if none)
     pick = torch.where(accept.any(0), first, torch.argmin(m, dim=0))
     return torch.gather(alphas, 0, pick[None])[0]

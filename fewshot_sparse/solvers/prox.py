@@ -53,15 +53,3 @@ def row_norms(v: Tensor) -> Tensor:
     """||v_j||_2 of each row of ``v [..., D, W]`` -> ``[..., D]`` (no autograd safety needed:
     used for masks and objective values only)."""
     return torch.linalg.vector_norm(v, dim=-1)
-
-
-def smooth_shrink(v: Tensor, lam: Tensor, eps: Tensor) -> Tensor:
-    """The smoothed block soft-threshold ``p(||v_j||) v_j / ||v_j||`` with
-    ``p(t) = (t - lam + sqrt((t - lam)^2 + 4 eps^2)) / 2``, the CHKS smoothing of
-    ``(t - lam)_+`` (docs/math.md, 6); ``eps = 0`` gives ``block_soft_threshold``.
-    ``lam`` and ``eps`` broadcast to ``[..., 1, 1]``; no autograd safety (solver use only)."""
-    n = torch.sqrt((v * v).sum(dim=-1, keepdim=True))
-    u = n - lam
-    p = 0.5 * (u + torch.sqrt(u * u + 4.0 * eps * eps))
-    floor = torch.maximum(n, torch.as_tensor(eps, dtype=v.dtype).clamp_min(torch.finfo(v.dtype).tiny))
-    return torch.where(n > 0, p / floor, 0.0) * v

@@ -195,8 +195,8 @@ def test_kkt_residual_vanishes_only_at_the_solution():
 def test_groups_tied_at_their_threshold_take_few_newton_iterations():
     """s = 0, small lambda2, lambda1 well inside the active range: many groups end on the
     kink ||V_j|| = lambda1 (D < S makes it common). Newton steps on f itself keep moving
-    them across it (gap stuck near 1e-5 for 100 iterations); the smoothed model of
-    docs/math.md section 6 reaches 1e-6 in a few dozen."""
+    them across it (gap stuck near 1e-5 for 100 iterations); the group pairs of
+    docs/math.md section 6 reach 1e-6 in a few dozen."""
     X, Y = relu_task(14, 75, 40, 5, batch=3)
     off = lambda1_all_off(X, Y)
     Xs, Ys = X.repeat(4, 1, 1), Y.repeat(4, 1, 1)

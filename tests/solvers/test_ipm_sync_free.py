@@ -11,7 +11,6 @@ from fewshot_sparse.solvers import group_lasso_ipm
 from fewshot_sparse.solvers.group_lasso_dual import dual_gradient, dual_weights
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
-from fewshot_sparse.solvers.prox import smooth_shrink
 from tasks import lambda1_all_off, relu_task
 
 
@@ -33,8 +32,8 @@ def test_sync_free_mode_takes_the_same_steps(shape, smoothing):
 
 def test_sync_free_mode_gathers_to_shrinking_static_widths(monkeypatch):
     """With a check every iteration the sync-free mode gathers the rank-one groups to a
-    power-of-two width read at each check (one loop per width): narrower than D once the
-    active set shrinks, and still the gathering mode's steps."""
+    power-of-two width read at each check (one loop per width): narrower than D as the
+    pairs settle, and still the gathering mode's steps."""
     widths = []
     make_loop = group_lasso_ipm._loop
     monkeypatch.setattr(group_lasso_ipm, "_loop", lambda graph, o, *a: widths.append(o.width) or make_loop(graph, o, *a))
@@ -45,49 +44,49 @@ def test_sync_free_mode_gathers_to_shrinking_static_widths(monkeypatch):
     b1, i1 = GroupLassoSVMDual(tol=1e-8, sync_free=True).run(X, Y, l1, 0.5)
     assert i1.converged.all() and torch.equal(i0.iterations, i1.iterations)
     torch.testing.assert_close(b1, b0, atol=1e-7, rtol=0)
-    assert widths[0] is None and min(w for w in widths if w is not None) <= 128
-    assert len(widths) == len(set(widths))  # each width once: it only shrinks here
+    narrowest = min(w for w in widths if w is not None)
+    assert narrowest <= 128 and widths[-1] == narrowest != widths[0]  # (None: all D = 600 groups)
+    assert len(set(widths)) <= 3  # a few widths (loops, CUDA graphs), each cached
 
 
 class _Step:
-    def __init__(self, d_beta, d_nu, d_z, alpha):
-        self.d_beta, self.d_nu, self.d_z, self.alpha = d_beta, d_nu, d_z, alpha
+    def __init__(self, d_beta, d_nu, d_z, alpha, d_p, d_q):
+        self.d_beta, self.d_nu, self.d_z, self.alpha, self.d_p, self.d_q = d_beta, d_nu, d_z, alpha, d_p, d_q
 
 
-@pytest.mark.parametrize("eps", [0.0, 0.05])
 @pytest.mark.parametrize("length", [0.05, 3.0, 40.0])
-def test_batched_line_search_picks_what_backtracking_picks(length, eps):
+def test_batched_line_search_picks_what_backtracking_picks(length):
     """Random feasible directions of growing length: short ones pass at the full step,
-    long ones need halvings (or none passes and the least merit wins)."""
+    long ones need halvings (or none passes and the least merit wins). One task has
+    lambda1 = 0 (its group pairs off)."""
     X, Y = relu_task(32, 20, 50, 4, batch=6)
     g = torch.Generator().manual_seed(3)
-    l1 = 0.3 * lambda1_all_off(X, Y).reshape(-1, 1, 1)
+    l1 = (torch.tensor([0.3, 0.3, 0.0, 0.3, 0.6, 0.3], dtype=X.dtype) * lambda1_all_off(X, Y)).reshape(-1, 1, 1)
     l2 = torch.full((6, 1, 1), 0.5, dtype=X.dtype)
+    on = (l1[:, :, 0] > 0).to(X.dtype)
     beta = torch.full_like(Y, 0.25)
     d_beta = torch.randn(Y.shape, generator=g, dtype=X.dtype)
     d_beta = length * (d_beta - d_beta.mean(-1, keepdim=True))
     z = torch.rand(Y.shape, generator=g, dtype=X.dtype) + 0.1
     nu = torch.randn(6, 20, 1, generator=g, dtype=X.dtype)
+    p, q = (torch.rand(6, 50, generator=g, dtype=X.dtype) + 0.05 for _ in range(2))
     step = _Step(d_beta, torch.randn(nu.shape, generator=g, dtype=X.dtype), -0.5 * z,
-                 torch.rand(6, 1, 1, generator=g, dtype=X.dtype) * 0.5 + 0.5)
-    e = eps * l1
-    mu0 = torch.full((6, 1, 1), 0.3, dtype=X.dtype)
+                 torch.rand(6, 1, 1, generator=g, dtype=X.dtype) * 0.5 + 0.5,
+                 length * torch.randn(p.shape, generator=g, dtype=X.dtype), -0.5 * q)
 
-    def eps_of(b, zz):  # as the solver's: each candidate at its own eps
-        return e * torch.sqrt((b * zz).mean((-2, -1), keepdim=True) / mu0).clamp(max=1.0)
+    def evaluate(b, p_b):  # (grad f, gaps, V, the model gradient), written out here
+        V = X.transpose(1, 2) @ (Y - b)
+        n = V.norm(dim=-1, keepdim=True)
+        U = torch.where(l1 > 0, p_b[..., None] * V / n, V)
+        return dual_gradient(X, Y, b, l1, l2, 0.0), None, V, Y - X @ U / l2
 
-    def evaluate(b, e_b):  # the model gradient (eps = 0: f itself), last in the tuple
-        if eps == 0:
-            return (dual_gradient(X, Y, b, l1, l2, 0.0),)
-        return (Y - X @ smooth_shrink(X.transpose(1, 2) @ (Y - b), l1, e_b) / l2,)
-
-    (grad,) = evaluate(beta, eps_of(beta, z))
-    seq, (chosen_grad,) = backtrack(evaluate, eps_of, beta, nu, z, grad, step)
-    bat = batched_line_search(X, Y, l1, l2, 0.0, eps_of, beta, nu, z, grad, step)
+    _, _, V, grad = evaluate(beta, p)
+    st = dict(beta=beta, nu=nu, z=z, gm=grad, V=V, excess=p, slack=q)
+    seq, chosen = backtrack(evaluate, l1, l2, on, st, step)
+    bat = batched_line_search(X, Y, l1, l2, on, 0.0, st, step)
     torch.testing.assert_close(bat, seq, atol=0, rtol=1e-12)
     # the evaluation returned is the one at the chosen point
-    b_seq = beta + seq * step.d_beta
-    torch.testing.assert_close(chosen_grad, evaluate(b_seq, eps_of(b_seq, z + seq * step.d_z))[0])
+    torch.testing.assert_close(chosen[-1], evaluate(beta + seq * step.d_beta, p + seq[..., 0] * step.d_p)[-1])
     if length >= 40.0:  # the case the test is about: some task backtracked
         assert (seq < step.alpha).any()
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fewshot_sparse.solvers.dual_hessian import curvature, dual_hessian, first_columns, hessian_factors
+from fewshot_sparse.solvers.ipm_groups import central_pairs
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem, class_block, cholesky_solve, sum_of_inverses
 from tasks import lambda1_all_off, relu_task
 
@@ -95,8 +96,8 @@ def test_first_columns_against_a_loop():
             assert torch.equal(idx[b, : len(want)], want) and int(real[b].sum()) == len(want)
 
 
-@pytest.mark.parametrize("smoothed", [False, True])
-def test_a_static_gather_width_gives_the_same_hessian(smoothed):
+@pytest.mark.parametrize("paired", [False, True])
+def test_a_static_gather_width_gives_the_same_hessian(paired):
     """The sync-free gather to a static width against the gather read on the host and the
     all-D masked form; a width below the count leaves groups out (the caller's contract)."""
     X, Y = relu_task(seed=7, S=12, D=200, W=4, batch=3)
@@ -104,12 +105,13 @@ def test_a_static_gather_width_gives_the_same_hessian(smoothed):
     beta = torch.softmax(torch.randn(Y.shape, generator=g, dtype=F64), -1)
     l1 = (torch.tensor([0.0, 0.4, 0.4], dtype=F64) * lambda1_all_off(X, Y)).reshape(3, 1, 1)
     l2 = torch.tensor([0.5, 1.0, 2.0], dtype=F64).reshape(3, 1, 1)
-    eps = 0.01 * l1 if smoothed else None
-    count = int(curvature(X.transpose(1, 2) @ (Y - beta), l1, eps)[3].sum(-1).max())
+    V = X.transpose(1, 2) @ (Y - beta)
+    pairs = central_pairs(V, l1, l2, torch.full_like(l2, 1e-3)) if paired else None
+    count = int(curvature(V, l1, pairs)[3].sum(-1).max())
     assert 8 < count < 190
 
     def dense(**kw):
-        return hessian_factors(X, Y, beta, l1, l2, 0.5, eps=eps, **kw).dense(4)
+        return hessian_factors(X, Y, beta, l1, l2, 0.5, pairs=pairs, **kw).dense(4)
 
     want = dense(gather=True)
     torch.testing.assert_close(dense(gather=False), want, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,88 @@
+"""The group kinks of lambda1 > 0 as primal-dual pairs of the interior-point solver
+(docs/math.md, 6, "Group pairs").
+
+The dual's penalty is a minimum over excesses p_j, one per feature group j:
+
+    (1/(2 lambda2)) (||V_j|| - lambda1)_+^2 = min { p_j^2 / (2 lambda2) : ||V_j|| <= lambda1 + p_j },
+
+with V = X^T (Y - beta). Each group carries p_j and the slack q_j of that constraint; its
+multiplier is y_j = p_j / lambda2 (= ||W_j|| at the solution), so the pair's
+complementarity is p_j q_j / lambda2, driven to sigma mu together with beta * z. The
+model's weights are W_j = p_j vhat_j / lambda2 (vhat_j = V_j / ||V_j||), its Hessian
+has the a I + b vhat vhat^T form of dual_hessian.py with a = p / ||V_j||, a + b =
+p / (p + q), and the kinks stay out of the Newton model: a group crosses its threshold
+through its own pair, as an entry of beta reaches 0 through (beta, z).
+
+Shapes: V [B, D, W] in X's dtype, p and q [B, D] in the work dtype (float64). A task with
+lambda1 = 0 in a batch with others has no kinks: ``on`` [B, 1] (1.0 where lambda1 > 0)
+switches its pairs off (model weights V_j / lambda2, no residual, complementarity or
+steps), so that it takes the steps it takes alone.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+from fewshot_sparse.solvers.group_lasso_dual import correlations
+
+
+def group_norms(V: Tensor) -> Tensor:
+    """||V_j|| [B, D] (several times faster than a norm on V's transposed layout)."""
+    return torch.sqrt((V * V).sum(-1))
+
+
+def central_pairs(V: Tensor, l1: Tensor, l2: Tensor, mu: Tensor) -> Tuple[Tensor, Tensor]:
+    """(p, q) [B, D] on the central path at beta: q = lambda1 + p - ||V_j|| and
+    p q / lambda2 = mu, i.e. p the CHKS smoothing (u + sqrt(u^2 + 4 lambda2 mu)) / 2 of
+    u = ||V_j|| - lambda1; l1, l2, mu [B, 1, 1]."""
+    u = group_norms(V).to(mu.dtype) - l1[:, :, 0]
+    p = 0.5 * (u + torch.sqrt(u * u + 4.0 * l2[:, :, 0] * mu[:, :, 0]))
+    return p, p - u
+
+
+def model_shrink(V: Tensor, p: Tensor, l1: Tensor) -> Tensor:
+    """lambda2 times the model's weights, p_j vhat_j [..., D, W] in V's dtype (0 where
+    V_j = 0), and V itself in tasks with lambda1 = 0 (l1 [..., 1, 1])."""
+    n = group_norms(V)
+    U = torch.where(n > 0, p.to(V.dtype) / torch.where(n > 0, n, 1.0), 0.0)[..., None] * V
+    return torch.where(l1 > 0, U, V)
+
+
+def pair_residual(V: Tensor, p: Tensor, q: Tensor, l1: Tensor, on: Tensor) -> Tensor:
+    """r_p = ||V_j|| + q_j - lambda1 - p_j [..., D] in p's dtype (0 on the constraint, and
+    where the pairs are off); l1 [..., 1, 1], on [..., 1]."""
+    return (group_norms(V).to(p.dtype) + q - l1[..., 0] - p) * on
+
+
+class GroupPairs:
+    """The pairs' part of one Newton step at (beta, p, q): the right-hand side they add
+    to the system in beta (ipm_systems.py) and their own steps from d_beta. R [B, D] is
+    lambda2 times the pairs' complementarity residual: p q for the predictor,
+    p q + dp dq - lambda2 target for the corrector."""
+
+    def __init__(self, X: Tensor, V: Tensor, p: Tensor, q: Tensor, l1: Tensor, l2: Tensor, on: Tensor):
+        n = group_norms(V)
+        self.X, self.p, self.q, self.l2, self.on = X, p, q, l2, on
+        self.vhat = torch.where(n > 0, 1.0 / torch.where(n > 0, n, 1.0), 0.0)[..., None] * V
+        self.rp = (n.to(p.dtype) + q - l1[:, :, 0] - p) * on
+
+    def complementarity(self) -> Tensor:
+        """p q / lambda2 [B, D] (0 where the pairs are off)."""
+        return self.p * self.q / self.l2[:, :, 0] * self.on
+
+    def rhs(self, R: Tensor) -> Tensor:
+        """The pairs' term of the right-hand side in beta, X (vhat c (p r_p - R) / p) with
+        c = 1 / (lambda2 + lambda2 q / p): [B, S, W] in the work dtype."""
+        coef = (self.p * self.rp - R) / (self.p + self.q) / self.l2[:, :, 0] * self.on
+        return torch.bmm(self.X, self.vhat * coef.to(self.X.dtype)[..., None]).to(self.p.dtype)
+
+    def steps(self, d_beta: Tensor, R: Tensor) -> Tuple[Tensor, Tensor]:
+        """(dp, dq) [B, D] for d_beta [B, S, W]: dt_j = vhat_j . (X^T (-d_beta))_j is the
+        change of ||V_j||, dp from the linearised constraint and complementarity, dq from
+        q dp + p dq = -R."""
+        dt = (self.vhat * correlations(self.X, -d_beta)).sum(-1).to(self.p.dtype)
+        dp = (self.p * (dt + self.rp) - R) / (self.p + self.q) * self.on
+        return dp, -(R + self.q * dp) / self.p * self.on
