@@ -165,8 +165,9 @@ class InteriorPointSolver:
         if warm and smooth:  # nearer the solution: smaller multipliers (math.md 6, "Warm start")
             z = torch.where(l1 > 0, _WARM_SCALE * z, z)
         nu = (z - gm).mean(-1, keepdim=True)
-        if smooth:  # the group pairs start on the central path at mu0 (math.md 6, "Group pairs")
-            pairs = central_pairs(V, l1, l2, (beta * z).mean((1, 2), keepdim=True))
+        if smooth:  # the group pairs start on their central path (math.md 6, "Group pairs")
+            weight = min(1.0, S * W / X.shape[-1])  # their total p q / lambda2 at most n mu0
+            pairs = central_pairs(V, l1, l2, weight * (beta * z).mean((1, 2), keepdim=True))
             _, (p, d, gap), V, gm = evaluate(c, o, beta, pairs[0])
 
         out_beta, out = beta.clone(), (p.clone(), d.clone(), gap.clone())

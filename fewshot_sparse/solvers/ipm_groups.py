@@ -21,7 +21,7 @@ steps), so that it takes the steps it takes alone.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -65,18 +65,25 @@ class GroupPairs:
 
     def __init__(self, X: Tensor, V: Tensor, p: Tensor, q: Tensor, l1: Tensor, l2: Tensor, on: Tensor):
         n = group_norms(V)
-        self.X, self.p, self.q, self.l2, self.on = X, p, q, l2, on
+        self.X, self.p, self.q, self.on = X, p, q, on
+        self.l2 = l2[:, :, 0]  # [B, 1]
         self.vhat = torch.where(n > 0, 1.0 / torch.where(n > 0, n, 1.0), 0.0)[..., None] * V
         self.rp = (n.to(p.dtype) + q - l1[:, :, 0] - p) * on
+        self.count = p.shape[-1] * on[..., None]  # [B, 1, 1]: the pairs that count in mu
 
-    def complementarity(self) -> Tensor:
-        """p q / lambda2 [B, D] (0 where the pairs are off)."""
-        return self.p * self.q / self.l2[:, :, 0] * self.on
+    def complementarity(self, alpha: Optional[Tensor] = None, dp: Optional[Tensor] = None,
+                        dq: Optional[Tensor] = None) -> Tensor:
+        """sum_j p_j q_j / lambda2 [B, 1, 1] over the pairs that are on, at the current
+        point or a step alpha [B, 1, 1] along (dp, dq)."""
+        p, q = self.p, self.q
+        if alpha is not None:
+            p, q = p + alpha[..., 0] * dp, q + alpha[..., 0] * dq
+        return (p * q * (self.on / self.l2)).sum(-1)[:, None, None]
 
     def rhs(self, R: Tensor) -> Tensor:
         """The pairs' term of the right-hand side in beta, X (vhat c (p r_p - R) / p) with
         c = 1 / (lambda2 + lambda2 q / p): [B, S, W] in the work dtype."""
-        coef = (self.p * self.rp - R) / (self.p + self.q) / self.l2[:, :, 0] * self.on
+        coef = (self.p * self.rp - R) / (self.p + self.q) * (self.on / self.l2)
         return torch.bmm(self.X, self.vhat * coef.to(self.X.dtype)[..., None]).to(self.p.dtype)
 
     def steps(self, d_beta: Tensor, R: Tensor) -> Tuple[Tensor, Tensor]:

@@ -156,23 +156,18 @@ def newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor, floor: Ten
         dp, dq = pairs.steps(d_beta, R) if pairs is not None else (None, None)
         return d_beta, d_nu, -(r_comp + z * d_beta) / beta, dp, dq
 
-    def mean_comp(a: Tensor, db: Tensor, dz: Tensor, dp: Optional[Tensor], dq: Optional[Tensor]) -> Tensor:
-        total = ((beta + a * db) * (z + a * dz)).sum((1, 2), keepdim=True)
+    def mean_comp(a: Optional[Tensor] = None, db=None, dz=None, dp=None, dq=None) -> Tensor:
+        """mu at the current point, or after a step a along the direction."""
+        b_, z_ = (beta, z) if a is None else (beta + a * db, z + a * dz)
+        total = (b_ * z_).sum((1, 2), keepdim=True)
         if pairs is not None:
-            a1 = a[..., 0]
-            pq = (pairs.p + a1 * dp) * (pairs.q + a1 * dq) / pairs.l2[:, :, 0] * pairs.on
-            total = total + pq.sum(-1, keepdim=True)[..., None]
+            total = total + pairs.complementarity(a, dp, dq)
         return total / count
 
-    count = beta.shape[1] * beta.shape[2]  # [B, 1, 1] with the pairs that are on
+    count = beta.shape[1] * beta.shape[2] + (pairs.count if pairs is not None else 0)
     comp = beta * z
-    mu = comp.sum((1, 2), keepdim=True)
-    R = None
-    if pairs is not None:
-        count = count + pairs.p.shape[-1] * pairs.on[..., None]
-        R = pairs.p * pairs.q
-        mu = mu + pairs.complementarity().sum(-1, keepdim=True)[..., None]
-    mu = mu / count
+    mu = mean_comp()
+    R = pairs.p * pairs.q if pairs is not None else None
     db, _, dz, dp, dq = solve(comp, R, need_nu=False)  # predictor (affine scaling)
     a_aff = max_step(beta, db, z, dz, 1.0, pairs, dp, dq)
     mu_aff = mean_comp(a_aff, db, dz, dp, dq)
@@ -181,7 +176,7 @@ def newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor, floor: Ten
     # error is not chased with a smaller complementarity (math.md 6)
     target = torch.maximum(sigma * mu, floor * r_dual.abs().amax((1, 2), keepdim=True)).minimum(mu)
     if pairs is not None:
-        R = R + dp * dq - pairs.l2[:, :, 0] * target[..., 0]
+        R = R + dp * dq - pairs.l2 * target[..., 0]
     db, dnu, dz, dp, dq = solve(comp + db * dz - target, R)  # corrector + centring
     alpha = max_step(beta, db, z, dz, _STEP_TO_BOUNDARY, pairs, dp, dq)
     bad = ~system.ok | ~torch.isfinite(alpha)
