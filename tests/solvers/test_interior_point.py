@@ -81,7 +81,8 @@ def test_lambda1_near_lambda_max():
 
 def test_hard_regimes_take_few_newton_iterations():
     """5-way 15-shot ReLU features, every (lambda1, lambda2, smoothing) regime of the
-    solver benchmark: relative gap 1e-6 within 50 Newton iterations in every task."""
+    solver benchmark: relative gap 1e-6 within 30 Newton iterations in every task (the
+    solver issue asks for 50; 15 at most here with the group pairs, 19 before them)."""
     X, Y = relu_task(8, 75, 256, 5, batch=1)
     off = float(lambda1_all_off(X, Y))
     for smoothing in (0.0, 1.0):
@@ -90,7 +91,7 @@ def test_hard_regimes_take_few_newton_iterations():
         _, info = GroupLassoSVMDual(tol=1e-6, max_iter=50, smoothing=smoothing).run(
             X.expand(12, -1, -1), Y.expand(12, -1, -1), l1, l2)
         assert info.converged.all(), info.summary()
-        assert (info.iterations <= 50).all()
+        assert (info.iterations <= 30).all()
 
 
 def test_float32_agrees_with_float64():
