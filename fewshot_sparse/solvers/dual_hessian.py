@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from fewshot_sparse.solvers.group_lasso_dual import correlations
+from fewshot_sparse.solvers.prox import row_norms
 
 _FOLD = 1e-4  # group pairs: rank-one curvature up to this joins a instead (a majorant, math.md 6)
 
@@ -66,7 +67,7 @@ def curvature(V: Tensor, l1: Tensor, pairs: Optional[Tuple[Tensor, Tensor]] = No
     the groups with rank-one curvature (b_j > 0), in V's dtype. ``pairs`` (p, q) [B, D]:
     the Newton model of the interior-point solver's group pairs (ipm_groups.py) instead of
     f's generalized Hessian."""
-    n = torch.sqrt((V * V).sum(-1))  # [B, D]; several times faster than a norm on V's transposed layout
+    n = row_norms(V)  # [B, D]
     n_safe = torch.where(n > 0, n, 1.0)
     if pairs is None:
         lam = l1[:, :, 0].to(V.dtype)  # [B, 1]

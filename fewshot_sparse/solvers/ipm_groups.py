@@ -27,18 +27,14 @@ import torch
 from torch import Tensor
 
 from fewshot_sparse.solvers.group_lasso_dual import correlations
-
-
-def group_norms(V: Tensor) -> Tensor:
-    """||V_j|| [B, D] (several times faster than a norm on V's transposed layout)."""
-    return torch.sqrt((V * V).sum(-1))
+from fewshot_sparse.solvers.prox import row_norms
 
 
 def central_pairs(V: Tensor, l1: Tensor, l2: Tensor, mu: Tensor) -> Tuple[Tensor, Tensor]:
     """(p, q) [B, D] on the central path at beta: q = lambda1 + p - ||V_j|| and
     p q / lambda2 = mu, i.e. p the CHKS smoothing (u + sqrt(u^2 + 4 lambda2 mu)) / 2 of
     u = ||V_j|| - lambda1; l1, l2, mu [B, 1, 1]."""
-    u = group_norms(V).to(mu.dtype) - l1[:, :, 0]
+    u = row_norms(V).to(mu.dtype) - l1[:, :, 0]
     p = 0.5 * (u + torch.sqrt(u * u + 4.0 * l2[:, :, 0] * mu[:, :, 0]))
     return p, p - u
 
@@ -46,7 +42,7 @@ def central_pairs(V: Tensor, l1: Tensor, l2: Tensor, mu: Tensor) -> Tuple[Tensor
 def model_shrink(V: Tensor, p: Tensor, l1: Tensor) -> Tensor:
     """lambda2 times the model's weights, p_j vhat_j [..., D, W] in V's dtype (0 where
     V_j = 0), and V itself in tasks with lambda1 = 0 (l1 [..., 1, 1])."""
-    n = group_norms(V)
+    n = row_norms(V)
     U = torch.where(n > 0, p.to(V.dtype) / torch.where(n > 0, n, 1.0), 0.0)[..., None] * V
     return torch.where(l1 > 0, U, V)
 
@@ -54,7 +50,7 @@ def model_shrink(V: Tensor, p: Tensor, l1: Tensor) -> Tensor:
 def pair_residual(V: Tensor, p: Tensor, q: Tensor, l1: Tensor, on: Tensor) -> Tensor:
     """r_p = ||V_j|| + q_j - lambda1 - p_j [..., D] in p's dtype (0 on the constraint, and
     where the pairs are off); l1 [..., 1, 1], on [..., 1]."""
-    return (group_norms(V).to(p.dtype) + q - l1[..., 0] - p) * on
+    return (row_norms(V).to(p.dtype) + q - l1[..., 0] - p) * on
 
 
 class GroupPairs:
@@ -64,7 +60,7 @@ class GroupPairs:
     p q + dp dq - lambda2 target for the corrector."""
 
     def __init__(self, X: Tensor, V: Tensor, p: Tensor, q: Tensor, l1: Tensor, l2: Tensor, on: Tensor):
-        n = group_norms(V)
+        n = row_norms(V)
         self.X, self.p, self.q, self.on = X, p, q, on
         self.l2 = l2[:, :, 0]  # [B, 1]
         self.vhat = torch.where(n > 0, 1.0 / torch.where(n > 0, n, 1.0), 0.0)[..., None] * V

@@ -50,6 +50,7 @@ def block_soft_threshold(v: Tensor, lam: Tensor) -> Tensor:
 
 
 def row_norms(v: Tensor) -> Tensor:
-    """||v_j||_2 of each row of ``v [..., D, W]`` -> ``[..., D]`` (no autograd safety needed:
-    used for masks and objective values only)."""
-    return torch.linalg.vector_norm(v, dim=-1)
+    """||v_j||_2 of each row of ``v [..., D, W]`` -> ``[..., D]``, as the square root of the
+    summed squares: several times faster than a norm on V's transposed layout (solver use:
+    no autograd safety at zero rows)."""
+    return torch.sqrt((v * v).sum(-1))
