@@ -40,13 +40,19 @@ def merit(g: Tensor, beta: Tensor, nu: Tensor, z: Tensor, rp: Optional[Tensor] =
     return (m + total / count)[..., None, None]
 
 
+def state_merit(st, l1: Tensor, on: Tensor, on_l2: Tensor) -> Tensor:
+    """The merit [B, 1, 1] of the solver state's point; on_l2 = on / lambda2 [B, 1]."""
+    p, q = st["excess"], st["slack"]
+    return merit(st["gm"], st["beta"], st["nu"], st["z"], pair_residual(st["V"], p, q, l1, on), p * q * on_l2, on)
+
+
 def backtrack(evaluate: Callable, l1: Tensor, l2: Tensor, on: Tensor, st, step, halvings: int = HALVINGS) -> Tuple[Tensor, tuple]:
     """(the step length [B, 1, 1] for ``step`` from the point of state ``st``, the
     evaluation at the chosen point). ``evaluate(beta, excess)`` returns (grad f, gaps, V,
     model gradient), as ipm_iteration.evaluate."""
     beta, nu, z, p, q = st["beta"], st["nu"], st["z"], st["excess"], st["slack"]
     on_l2 = on / l2[:, :, 0]
-    base = merit(st["gm"], beta, nu, z, pair_residual(st["V"], p, q, l1, on), p * q * on_l2, on)
+    base = state_merit(st, l1, on, on_l2)
     best_alpha, best_merit = torch.zeros_like(step.alpha), torch.full_like(base, float("inf"))
     chosen = torch.zeros_like(base, dtype=torch.bool)
     best = None
@@ -100,8 +106,7 @@ def batched_line_search(X, Y, l1, l2, on, smoothing: float, st, step, halvings: 
     rp = pair_residual(V, ps, qs, l1[..., None], on[..., None]).transpose(0, 1)  # [K1, B, D]
     comp = (ps * qs * on_l2[..., None]).transpose(0, 1)
     m = merit(grads, betas, nu[None] + alphas * step.d_nu[None], zs, rp, comp, on)
-    base = merit(st["gm"], beta, nu, z, pair_residual(st["V"], p, q, l1, on), p * q * on_l2, on)
-    accept = m <= GROWTH * base[None]  # [K1, B, 1, 1]
+    accept = m <= GROWTH * state_merit(st, l1, on, on_l2)[None]  # [K1, B, 1, 1]
     first = torch.argmax(accept.to(torch.int8), dim=0)  # the first accepted (0 if none)
     pick = torch.where(accept.any(0), first, torch.argmin(m, dim=0))
     return torch.gather(alphas, 0, pick[None])[0]
