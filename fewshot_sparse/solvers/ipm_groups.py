@@ -47,10 +47,10 @@ def model_shrink(V: Tensor, p: Tensor, l1: Tensor) -> Tensor:
     return torch.where(l1 > 0, U, V)
 
 
-def pair_residual(V: Tensor, p: Tensor, q: Tensor, l1: Tensor, on: Tensor) -> Tensor:
-    """r_p = ||V_j|| + q_j - lambda1 - p_j [..., D] in p's dtype (0 on the constraint, and
-    where the pairs are off); l1 [..., 1, 1], on [..., 1]."""
-    return (row_norms(V).to(p.dtype) + q - l1[..., 0] - p) * on
+def pair_residual(norms: Tensor, p: Tensor, q: Tensor, l1: Tensor, on: Tensor) -> Tensor:
+    """r_p = ||V_j|| + q_j - lambda1 - p_j [..., D] in p's dtype from the row norms of V
+    (0 on the constraint, and where the pairs are off); l1 [..., 1, 1], on [..., 1]."""
+    return (norms.to(p.dtype) + q - l1[..., 0] - p) * on
 
 
 class GroupPairs:
@@ -64,7 +64,7 @@ class GroupPairs:
         self.X, self.p, self.q, self.on = X, p, q, on
         self.l2 = l2[:, :, 0]  # [B, 1]
         self.vhat = torch.where(n > 0, 1.0 / torch.where(n > 0, n, 1.0), 0.0)[..., None] * V
-        self.rp = (n.to(p.dtype) + q - l1[:, :, 0] - p) * on
+        self.rp = pair_residual(n, p, q, l1, on)
         self.count = p.shape[-1] * on[..., None]  # [B, 1, 1]: the pairs that count in mu
 
     def complementarity(self, alpha: Optional[Tensor] = None, dp: Optional[Tensor] = None,

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from fewshot_sparse.solvers.group_lasso_dual import correlations
 from fewshot_sparse.solvers.ipm_groups import model_shrink, pair_residual
+from fewshot_sparse.solvers.prox import row_norms
 
 HALVINGS = 8
 GROWTH = 3.0
@@ -43,7 +44,7 @@ def merit(g: Tensor, beta: Tensor, nu: Tensor, z: Tensor, rp: Optional[Tensor] =
 def state_merit(st, l1: Tensor, on: Tensor, on_l2: Tensor) -> Tensor:
     """The merit [B, 1, 1] of the solver state's point; on_l2 = on / lambda2 [B, 1]."""
     p, q = st["excess"], st["slack"]
-    return merit(st["gm"], st["beta"], st["nu"], st["z"], pair_residual(st["V"], p, q, l1, on), p * q * on_l2, on)
+    return merit(st["gm"], st["beta"], st["nu"], st["z"], pair_residual(row_norms(st["V"]), p, q, l1, on), p * q * on_l2, on)
 
 
 def backtrack(evaluate: Callable, l1: Tensor, l2: Tensor, on: Tensor, st, step, halvings: int = HALVINGS) -> Tuple[Tensor, tuple]:
@@ -61,7 +62,7 @@ def backtrack(evaluate: Callable, l1: Tensor, l2: Tensor, on: Tensor, st, step, 
         b, n_, z_ = beta + a * step.d_beta, nu + a * step.d_nu, z + a * step.d_z
         p_, q_ = p + a[..., 0] * step.d_p, q + a[..., 0] * step.d_q
         ev = evaluate(b, p_)
-        m = merit(ev[-1], b, n_, z_, pair_residual(ev[2], p_, q_, l1, on), p_ * q_ * on_l2, on)
+        m = merit(ev[-1], b, n_, z_, pair_residual(row_norms(ev[2]), p_, q_, l1, on), p_ * q_ * on_l2, on)
         accept = ~chosen & (m <= GROWTH * base)
         better = accept | (~chosen & (m < best_merit))
         best_alpha, best_merit = torch.where(better, a, best_alpha), torch.where(better, m, best_merit)
@@ -103,7 +104,7 @@ def batched_line_search(X, Y, l1, l2, on, smoothing: float, st, step, halvings: 
     if smoothing > 0:
         grads = grads + (smoothing / l2) * (betas - Y[None])
     on_l2 = on / l2[:, :, 0]  # [B, 1]
-    rp = pair_residual(V, ps, qs, l1[..., None], on[..., None]).transpose(0, 1)  # [K1, B, D]
+    rp = pair_residual(row_norms(V), ps, qs, l1[..., None], on[..., None]).transpose(0, 1)  # [K1, B, D]
     comp = (ps * qs * on_l2[..., None]).transpose(0, 1)
     m = merit(grads, betas, nu[None] + alphas * step.d_nu[None], zs, rp, comp, on)
     accept = m <= GROWTH * state_merit(st, l1, on, on_l2)[None]  # [K1, B, 1, 1]
