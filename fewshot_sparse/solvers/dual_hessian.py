@@ -62,12 +62,13 @@ class HessianFactors:
         return H
 
 
-def curvature(V: Tensor, l1: Tensor, pairs: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def curvature(V: Tensor, l1: Tensor, pairs: Optional[Tuple[Tensor, Tensor]] = None,
+              norms: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per group (V [B, D, W], l1 [B, 1, 1]): ||v_j|| (1 where 0), a_j, b_j and the mask of
     the groups with rank-one curvature (b_j > 0), in V's dtype. ``pairs`` (p, q) [B, D]:
     the Newton model of the interior-point solver's group pairs (ipm_groups.py) instead of
-    f's generalized Hessian."""
-    n = row_norms(V)  # [B, D]
+    f's generalized Hessian; ``norms``: row_norms(V) where the caller has them."""
+    n = row_norms(V) if norms is None else norms  # [B, D]
     n_safe = torch.where(n > 0, n, 1.0)
     if pairs is None:
         lam = l1[:, :, 0].to(V.dtype)  # [B, 1]
@@ -106,6 +107,7 @@ def hessian_factors(
     X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float,
     gram: Optional[Tensor] = None, V: Optional[Tensor] = None, gather: bool = True,
     pairs: Optional[Tuple[Tensor, Tensor]] = None, width: Optional[int] = None,
+    norms: Optional[Tensor] = None,
 ) -> HessianFactors:
     """The factors of H at beta, in beta's dtype (docs/math.md, 7). ``gram`` = X X^T may be
     passed when lambda1 = 0 in every task (then a = 1, b = 0); ``V`` = X^T (Y - beta) when
@@ -115,7 +117,8 @@ def hessian_factors(
     ``width`` as well the first ``width`` of that set (no sync either; the caller knows
     that no task has more: groups past it would be left out).
     ``pairs`` (p, q) [B, D]: the Newton model of the interior-point solver's group pairs
-    (ipm_groups.py; docs/math.md, 6) instead of the generalized Hessian."""
+    (ipm_groups.py; docs/math.md, 6) instead of the generalized Hessian; ``norms``: V's
+    row norms, passed with V."""
     B, S, _ = X.shape
     W = Y.shape[-1]
     work = beta.dtype
@@ -124,7 +127,7 @@ def hessian_factors(
     if gram is not None:
         return HessianFactors(gram.to(work) / l2, None, None, shift)
     V = correlations(X, Y - beta) if V is None else V  # [B, D, W]
-    n_safe, a, b, rank_one = curvature(V, l1, pairs)
+    n_safe, a, b, rank_one = curvature(V, l1, pairs, norms)
     Ka = torch.bmm(X * a[:, None, :], X.transpose(1, 2)).to(work) / l2
     scale = torch.sqrt(b / l2[:, :, 0].to(X.dtype)) / n_safe  # zero off the rank-one groups
     if not gather and width is None:  # every group, masked: no host sync, D columns

@@ -48,8 +48,9 @@ from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo, info_to
 from fewshot_sparse.solvers.ipm_groups import central_pairs
 from fewshot_sparse.solvers.ipm_iteration import WORK, EagerLoop, Options, evaluate, iteration, rank_one_count
+from fewshot_sparse.solvers.ipm_line_search import state_merit
 from fewshot_sparse.solvers.ipm_systems import cholesky_solve, class_block, sum_zero_basis
-from fewshot_sparse.solvers.prox import project_rows_to_simplex
+from fewshot_sparse.solvers.prox import project_rows_to_simplex, row_norms
 
 _RESIDUAL_FLOOR = {False: 1e-3, True: 1e-4}  # lambda1 = 0 / > 0 (the model's residual)
 _COMPACT_BELOW = 0.75  # drop screened columns once they are a quarter of those left
@@ -156,7 +157,7 @@ class InteriorPointSolver:
         if smooth:  # first nearly on the kinks, for the multipliers' start below
             V = correlations(X, Yw - beta)
             pairs = central_pairs(V, l1, l2, (_FIRST_PAIRS * l1) ** 2 / l2)
-        _, (p, d, gap), V, gm = evaluate(c, o, beta, pairs[0] if pairs else None)  # the steps follow gm, the model's gradient
+        _, (p, d, gap), V, n, gm = evaluate(c, o, beta, pairs[0] if pairs else None)  # the steps follow gm, the model's gradient
         # multipliers' start (docs/math.md, 6): z = theta * spread_i on every entry of row
         # i, nu_i the row mean of z - grad; the dual residual starts at the gradient's
         # deviation from its row mean, and mu0 is a fraction of what a feasible z gives
@@ -168,7 +169,7 @@ class InteriorPointSolver:
         if smooth:  # the group pairs start on their central path (math.md 6, "Group pairs")
             weight = min(1.0, S * W / X.shape[-1])  # their total p q / lambda2 at most n mu0
             pairs = central_pairs(V, l1, l2, weight * (beta * z).mean((1, 2), keepdim=True))
-            _, (p, d, gap), V, gm = evaluate(c, o, beta, pairs[0])
+            _, (p, d, gap), V, n, gm = evaluate(c, o, beta, pairs[0])
 
         out_beta, out = beta.clone(), (p.clone(), d.clone(), gap.clone())
         if beta0 is not None:
@@ -178,13 +179,14 @@ class InteriorPointSolver:
         ridge = torch.full((B, 1, 1), 1e-14, dtype=WORK, device=X.device)
         state = dict(beta=beta, nu=nu, z=z, p=p, d=d, gap=gap, gm=gm, ridge=ridge, done=done)
         if smooth:
-            state.update(V=V, excess=pairs[0], slack=pairs[1])
+            state.update(V=V, norms=n, excess=pairs[0], slack=pairs[1])
+            state["merit"] = state_merit(state, l1, l2, c["on"])
         # sync-free with lambda1 > 0 and a check every iteration: the rank-one groups are
         # gathered to a static width, set from their count read in each check's sync
         # (the count comes with each step's state: no extra operations at the check)
         bucketed = smooth and sync_free and self.check_every == 1
         if bucketed:
-            state["count"] = rank_one_count(V, l1, *pairs)
+            state["count"] = rank_one_count(V, n, l1, *pairs)
             o = o._replace(width=_gather_width(int(state["count"]), X.shape[-1]))
         loop = _loop(graph, o, state, c)
         st = loop.state
@@ -215,7 +217,8 @@ class InteriorPointSolver:
                     keep = safe_groups(st["V"], col_norms, l1, l2, s, p - d)
                     if int(keep.sum(-1).max()) <= _COMPACT_BELOW * keep.shape[-1]:
                         loop.consts["X"], V, col_norms, pairs = _compact(keep, loop.consts["X"], st, col_norms, l1, l2)
-                        loop.write(V=V, excess=pairs[0], slack=pairs[1])
+                        loop.write(V=V, norms=row_norms(V), excess=pairs[0], slack=pairs[1])
+                        loop.write(merit=state_merit(loop.state, l1, l2, loop.consts["on"]))
             loop.step()
             st = loop.state
 

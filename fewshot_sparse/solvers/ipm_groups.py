@@ -16,7 +16,8 @@ through its own pair, as an entry of beta reaches 0 through (beta, z).
 Shapes: V [B, D, W] in X's dtype, p and q [B, D] in the work dtype (float64). A task with
 lambda1 = 0 in a batch with others has no kinks: ``on`` [B, 1] (1.0 where lambda1 > 0)
 switches its pairs off (model weights V_j / lambda2, no residual, complementarity or
-steps), so that it takes the steps it takes alone.
+steps), so that it takes the steps it takes alone. n [B, D]: the row norms of V, which
+the solver's state carries beside V (one pass over V per point).
 """
 
 from __future__ import annotations
@@ -39,10 +40,9 @@ def central_pairs(V: Tensor, l1: Tensor, l2: Tensor, mu: Tensor) -> Tuple[Tensor
     return p, p - u
 
 
-def model_shrink(V: Tensor, p: Tensor, l1: Tensor) -> Tensor:
+def model_shrink(V: Tensor, n: Tensor, p: Tensor, l1: Tensor) -> Tensor:
     """lambda2 times the model's weights, p_j vhat_j [..., D, W] in V's dtype (0 where
-    V_j = 0), and V itself in tasks with lambda1 = 0 (l1 [..., 1, 1])."""
-    n = row_norms(V)
+    V_j = 0), and V itself in tasks with lambda1 = 0 (l1 [..., 1, 1]); n = row_norms(V)."""
     U = torch.where(n > 0, p.to(V.dtype) / torch.where(n > 0, n, 1.0), 0.0)[..., None] * V
     return torch.where(l1 > 0, U, V)
 
@@ -59,10 +59,11 @@ class GroupPairs:
     lambda2 times the pairs' complementarity residual: p q for the predictor,
     p q + dp dq - lambda2 target for the corrector."""
 
-    def __init__(self, X: Tensor, V: Tensor, p: Tensor, q: Tensor, l1: Tensor, l2: Tensor, on: Tensor):
-        n = row_norms(V)
+    def __init__(self, X: Tensor, V: Tensor, n: Tensor, p: Tensor, q: Tensor, l1: Tensor, l2: Tensor, on: Tensor):
         self.X, self.p, self.q, self.on = X, p, q, on
         self.l2 = l2[:, :, 0]  # [B, 1]
+        self.on_l2 = on / self.l2
+        self.inv_pq = 1.0 / (p + q)
         self.vhat = torch.where(n > 0, 1.0 / torch.where(n > 0, n, 1.0), 0.0)[..., None] * V
         self.rp = pair_residual(n, p, q, l1, on)
         self.count = p.shape[-1] * on[..., None]  # [B, 1, 1]: the pairs that count in mu
@@ -74,12 +75,12 @@ class GroupPairs:
         p, q = self.p, self.q
         if alpha is not None:
             p, q = p + alpha[..., 0] * dp, q + alpha[..., 0] * dq
-        return (p * q * (self.on / self.l2)).sum(-1)[:, None, None]
+        return (p * q * self.on_l2).sum(-1)[:, None, None]
 
     def rhs(self, R: Tensor) -> Tensor:
         """The pairs' term of the right-hand side in beta, X (vhat c (p r_p - R) / p) with
         c = 1 / (lambda2 + lambda2 q / p): [B, S, W] in the work dtype."""
-        coef = (self.p * self.rp - R) / (self.p + self.q) * (self.on / self.l2)
+        coef = (self.p * self.rp - R) * self.inv_pq * self.on_l2
         return torch.bmm(self.X, self.vhat * coef.to(self.X.dtype)[..., None]).to(self.p.dtype)
 
     def steps(self, d_beta: Tensor, R: Tensor) -> Tuple[Tensor, Tensor]:
@@ -87,5 +88,5 @@ class GroupPairs:
         change of ||V_j||, dp from the linearised constraint and complementarity, dq from
         q dp + p dq = -R."""
         dt = (self.vhat * correlations(self.X, -d_beta)).sum(-1).to(self.p.dtype)
-        dp = (self.p * (dt + self.rp) - R) / (self.p + self.q) * self.on
+        dp = (self.p * (dt + self.rp) - R) * self.inv_pq * self.on
         return dp, -(R + self.q * dp) / self.p * self.on

@@ -6,8 +6,9 @@ evaluation of the new point.
 ``iteration`` is a function of its state and constants (dicts of tensors) only, so that
 graph_loop.py can capture it as one CUDA graph; ``EagerLoop`` runs it without capture.
 state: beta, nu, z, p, d, gap (primal, dual, relative gap), gm (the model's
-gradient), ridge, done, and for lambda1 > 0 V = X^T (Y - beta), the group pairs excess
-and slack [B, D] (ipm_groups.py) and, where the sync-free mode gathers to a static
+gradient), ridge, done, and for lambda1 > 0 V = X^T (Y - beta), its row norms, the
+group pairs excess and slack [B, D] (ipm_groups.py), the point's merit (the line
+search's base, ipm_line_search.py) and, where the sync-free mode gathers to a static
 width, count (``rank_one_count``). consts: X, Y, l1, l2 [B, 1, 1], floor [B, 1, 1] (the
 centring floor, per task), and K, A (lambda1 = 0: X X^T and the class block) or l1x
 (lambda1 in X's dtype) and N (the sum-zero basis).
@@ -33,7 +34,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
 from fewshot_sparse.solvers.ipm_groups import GroupPairs, model_shrink
 from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem
-from fewshot_sparse.solvers.prox import block_soft_threshold
+from fewshot_sparse.solvers.prox import block_soft_threshold, row_norms
 
 WORK = torch.float64  # iterates, Newton matrices and factors (the module docstring of group_lasso_ipm.py)
 _STEP_TO_BOUNDARY = 0.995
@@ -47,21 +48,22 @@ class Options(NamedTuple):
 
 
 def evaluate(c, o: Options, beta: Tensor, excess: Optional[Tensor]):
-    """grad f, (primal, dual, gap), V and the gradient of the Newton model at beta (with
-    the group pairs' excess [B, D]): one product with X^T and one with X (true and model
-    scores side by side)."""
+    """grad f, (primal, dual, gap), V, its row norms and the gradient of the Newton model at
+    beta (with the group pairs' excess [B, D]): one product with X^T and one with X (true
+    and model scores side by side)."""
     X, Y, l1, l2, s = c["X"], c["Y"], c["l1"], c["l2"], o.smoothing
     if not o.smooth:
         Z, sq, l21 = scores(X, Y, beta, l1, l2, c["K"], norms=True)
         g = gradient_from_scores(Y, beta, l2, s, Z)
-        return g, gap_from_scores(Y, beta, l1, l2, s, Z, sq, l21), None, g
+        return g, gap_from_scores(Y, beta, l1, l2, s, Z, sq, l21), None, None, g
     W = Y.shape[-1]
     V = correlations(X, Y - beta)
+    n = row_norms(V)
     U = block_soft_threshold(V, c["l1x"])
-    ZZ = torch.bmm(X, torch.cat([U, model_shrink(V, excess, c["l1x"])], -1)).to(WORK) / l2
+    ZZ = torch.bmm(X, torch.cat([U, model_shrink(V, n, excess, c["l1x"])], -1)).to(WORK) / l2
     Z, Zm = ZZ[..., :W], ZZ[..., W:]
     gaps = gap_from_scores(Y, beta, l1, l2, s, Z, *shrunk_norms(U, WORK))
-    return gradient_from_scores(Y, beta, l2, s, Z), gaps, V, gradient_from_scores(Y, beta, l2, s, Zm)
+    return gradient_from_scores(Y, beta, l2, s, Z), gaps, V, n, gradient_from_scores(Y, beta, l2, s, Zm)
 
 
 def newton_system(st, c, o: Options):
@@ -70,7 +72,8 @@ def newton_system(st, c, o: Options):
     if not o.smooth:
         return KroneckerSystem(c["A"], z / beta, st["ridge"])
     factors = hessian_factors(c["X"], c["Y"], beta, c["l1"], c["l2"], o.smoothing, V=st["V"],
-                              gather=not o.sync_free, pairs=(st["excess"], st["slack"]), width=o.width)
+                              gather=not o.sync_free, pairs=(st["excess"], st["slack"]), width=o.width,
+                              norms=st["norms"])
     return NullSpaceSystem(factors, z / beta, st["ridge"], basis=c["N"])
 
 
@@ -82,33 +85,34 @@ def iteration(st, c, o: Options, system=None):
     beta, nu, z, gm, ridge = st["beta"], st["nu"], st["z"], st["gm"], st["ridge"]
     X, Y, l1, l2, s = c["X"], c["Y"], c["l1"], c["l2"], o.smoothing
     system = newton_system(st, c, o) if system is None else system
-    pairs = GroupPairs(X, st["V"], st["excess"], st["slack"], l1, l2, c["on"]) if o.smooth else None
+    pairs = GroupPairs(X, st["V"], st["norms"], st["excess"], st["slack"], l1, l2, c["on"]) if o.smooth else None
     step = newton_direction(system, beta, z, gm + nu - z, c["floor"], pairs)
     ridge = torch.where(system.ok, ridge, ridge * 1e4)
     step.alpha = alpha = torch.where(st["done"][:, None, None], 0.0, step.alpha)
     evaluation = None
     if o.smooth and o.sync_free:
-        alpha = batched_line_search(X, Y, l1, l2, c["on"], s, st, step)
+        alpha, merit = batched_line_search(X, Y, l1, l2, c["on"], s, st, step)
     elif o.smooth:  # the chosen point comes evaluated
-        alpha, evaluation = backtrack(functools.partial(evaluate, c, o), l1, l2, c["on"], st, step)
+        alpha, evaluation, merit = backtrack(functools.partial(evaluate, c, o), l1, l2, c["on"], st, step)
     beta = beta + alpha * step.d_beta
     z = z + alpha * step.d_z
     out = dict(nu=nu + alpha * step.d_nu, z=z, beta=beta, ridge=ridge, done=st["done"])
     if o.smooth:
         out.update(excess=st["excess"] + alpha[..., 0] * step.d_p, slack=st["slack"] + alpha[..., 0] * step.d_q)
-    _, (p, d, gap), V, gm = evaluate(c, o, beta, out.get("excess")) if evaluation is None else evaluation
+    _, (p, d, gap), V, n, gm = evaluate(c, o, beta, out.get("excess")) if evaluation is None else evaluation
     out.update(p=p, d=d, gap=gap, gm=gm)
     if o.smooth:
-        out["V"] = V
+        out.update(V=V, norms=n, merit=merit)
     if "count" in st:  # the sync-free gather's width is read from it at the check
-        out["count"] = rank_one_count(V, l1, out["excess"], out["slack"])
+        out["count"] = rank_one_count(V, n, l1, out["excess"], out["slack"])
     return out
 
 
-def rank_one_count(V: Tensor, l1: Tensor, excess: Tensor, slack: Tensor) -> Tensor:
+def rank_one_count(V: Tensor, norms: Tensor, l1: Tensor, excess: Tensor, slack: Tensor) -> Tensor:
     """The largest number of groups with rank-one curvature in a task (dual_hessian.py) at
-    the point of V and the group pairs: what the Newton matrix there gathers. On the device."""
-    return curvature(V, l1, (excess, slack))[3].sum(-1).max()
+    the point of V (row norms ``norms``) and the group pairs: what the Newton matrix there
+    gathers. On the device."""
+    return curvature(V, l1, (excess, slack), norms)[3].sum(-1).max()
 
 
 class EagerLoop:
@@ -194,5 +198,8 @@ def max_step(beta: Tensor, db: Tensor, z: Tensor, dz: Tensor, fraction: float,
     x, dx = [beta.reshape(B, -1), z.reshape(B, -1)], [db.reshape(B, -1), dz.reshape(B, -1)]
     if pairs is not None:
         x, dx = x + [pairs.p, pairs.q], dx + [dp, dq]
-    x, dx = torch.cat(x, -1), torch.cat(dx, -1)  # one pass over all
-    return (fraction * torch.where(dx < 0, -x / dx, float("inf")).amin(-1)).clamp(max=1.0)[:, None, None]
+    # one pass over all: the largest relative decrease t = max(-dx / x) (x > 0), then
+    # alpha = fraction / t, at most 1 (a NaN in the direction gives a NaN alpha, which the
+    # caller turns into a zero step)
+    t = (torch.cat(dx, -1) / torch.cat(x, -1)).amin(-1).neg_()
+    return (fraction / t.clamp_min(fraction))[:, None, None]

@@ -41,19 +41,21 @@ def merit(g: Tensor, beta: Tensor, nu: Tensor, z: Tensor, rp: Optional[Tensor] =
     return (m + total / count)[..., None, None]
 
 
-def state_merit(st, l1: Tensor, on: Tensor, on_l2: Tensor) -> Tensor:
-    """The merit [B, 1, 1] of the solver state's point; on_l2 = on / lambda2 [B, 1]."""
+def state_merit(st, l1: Tensor, l2: Tensor, on: Tensor) -> Tensor:
+    """The merit [B, 1, 1] of the solver state's point (V's row norms in st["norms"]), for
+    a state that does not carry it (the start, after screening); the iterations carry the
+    merit of the point their line search chose."""
     p, q = st["excess"], st["slack"]
-    return merit(st["gm"], st["beta"], st["nu"], st["z"], pair_residual(row_norms(st["V"]), p, q, l1, on), p * q * on_l2, on)
+    return merit(st["gm"], st["beta"], st["nu"], st["z"], pair_residual(st["norms"], p, q, l1, on), p * q * (on / l2[:, :, 0]), on)
 
 
-def backtrack(evaluate: Callable, l1: Tensor, l2: Tensor, on: Tensor, st, step, halvings: int = HALVINGS) -> Tuple[Tensor, tuple]:
+def backtrack(evaluate: Callable, l1: Tensor, l2: Tensor, on: Tensor, st, step, halvings: int = HALVINGS) -> Tuple[Tensor, tuple, Tensor]:
     """(the step length [B, 1, 1] for ``step`` from the point of state ``st``, the
-    evaluation at the chosen point). ``evaluate(beta, excess)`` returns (grad f, gaps, V,
-    model gradient), as ipm_iteration.evaluate."""
+    evaluation at the chosen point, its merit [B, 1, 1]). ``evaluate(beta, excess)``
+    returns (grad f, gaps, V, V's row norms, model gradient), as ipm_iteration.evaluate."""
     beta, nu, z, p, q = st["beta"], st["nu"], st["z"], st["excess"], st["slack"]
     on_l2 = on / l2[:, :, 0]
-    base = state_merit(st, l1, on, on_l2)
+    base = st["merit"]
     best_alpha, best_merit = torch.zeros_like(step.alpha), torch.full_like(base, float("inf"))
     chosen = torch.zeros_like(base, dtype=torch.bool)
     best = None
@@ -62,7 +64,7 @@ def backtrack(evaluate: Callable, l1: Tensor, l2: Tensor, on: Tensor, st, step, 
         b, n_, z_ = beta + a * step.d_beta, nu + a * step.d_nu, z + a * step.d_z
         p_, q_ = p + a[..., 0] * step.d_p, q + a[..., 0] * step.d_q
         ev = evaluate(b, p_)
-        m = merit(ev[-1], b, n_, z_, pair_residual(row_norms(ev[2]), p_, q_, l1, on), p_ * q_ * on_l2, on)
+        m = merit(ev[-1], b, n_, z_, pair_residual(ev[3], p_, q_, l1, on), p_ * q_ * on_l2, on)
         accept = ~chosen & (m <= GROWTH * base)
         better = accept | (~chosen & (m < best_merit))
         best_alpha, best_merit = torch.where(better, a, best_alpha), torch.where(better, m, best_merit)
@@ -70,7 +72,7 @@ def backtrack(evaluate: Callable, l1: Tensor, l2: Tensor, on: Tensor, st, step, 
         chosen = chosen | accept
         if bool(chosen.all()):  # usually at k = 0
             break
-    return best_alpha, best
+    return best_alpha, best, best_merit
 
 
 def _select(mask: Tensor, new, old):
@@ -82,11 +84,11 @@ def _select(mask: Tensor, new, old):
     return torch.where(mask.reshape(-1, *([1] * (new.dim() - 1))), new, old)
 
 
-def batched_line_search(X, Y, l1, l2, on, smoothing: float, st, step, halvings: int = HALVINGS) -> Tensor:
-    """``backtrack``'s choice without host synchronisation: the K + 1 candidates' model
-    gradients come from one product X^T [Y - beta_0, ..., Y - beta_K] and one back (K + 1
-    times the columns of a gradient, in X's dtype), then the first accepted candidate
-    (or the one of least merit) is picked per task."""
+def batched_line_search(X, Y, l1, l2, on, smoothing: float, st, step, halvings: int = HALVINGS) -> Tuple[Tensor, Tensor]:
+    """``backtrack``'s choice (step length and merit) without host synchronisation: the
+    K + 1 candidates' model gradients come from one product X^T [Y - beta_0, ..., Y -
+    beta_K] and one back (K + 1 times the columns of a gradient, in X's dtype), then the
+    first accepted candidate (or the one of least merit) is picked per task."""
     beta, nu, z, p, q = st["beta"], st["nu"], st["z"], st["excess"], st["slack"]
     B, S, W = beta.shape
     K1 = halvings + 1
@@ -98,16 +100,17 @@ def batched_line_search(X, Y, l1, l2, on, smoothing: float, st, step, halvings: 
     qs = (q[None] + alphas[..., 0] * step.d_q[None]).transpose(0, 1)
     R = (Y[None] - betas).permute(1, 2, 0, 3).reshape(B, S, K1 * W)
     V = correlations(X, R).reshape(B, -1, K1, W).transpose(1, 2)  # [B, K1, D, W]
-    U = model_shrink(V, ps, l1[..., None].to(X.dtype)).transpose(1, 2).reshape(B, -1, K1 * W)
+    n = row_norms(V)
+    U = model_shrink(V, n, ps, l1[..., None].to(X.dtype)).transpose(1, 2).reshape(B, -1, K1 * W)
     Z = (torch.bmm(X, U).to(beta.dtype) / l2).reshape(B, S, K1, W).permute(2, 0, 1, 3)  # [K1, B, S, W]
     grads = Y[None] - Z
     if smoothing > 0:
         grads = grads + (smoothing / l2) * (betas - Y[None])
     on_l2 = on / l2[:, :, 0]  # [B, 1]
-    rp = pair_residual(row_norms(V), ps, qs, l1[..., None], on[..., None]).transpose(0, 1)  # [K1, B, D]
+    rp = pair_residual(n, ps, qs, l1[..., None], on[..., None]).transpose(0, 1)  # [K1, B, D]
     comp = (ps * qs * on_l2[..., None]).transpose(0, 1)
     m = merit(grads, betas, nu[None] + alphas * step.d_nu[None], zs, rp, comp, on)
-    accept = m <= GROWTH * state_merit(st, l1, on, on_l2)[None]  # [K1, B, 1, 1]
+    accept = m <= GROWTH * st["merit"][None]  # [K1, B, 1, 1]
     first = torch.argmax(accept.to(torch.int8), dim=0)  # the first accepted (0 if none)
-    pick = torch.where(accept.any(0), first, torch.argmin(m, dim=0))
-    return torch.gather(alphas, 0, pick[None])[0]
+    pick = torch.where(accept.any(0), first, torch.argmin(m, dim=0))[None]
+    return torch.gather(alphas, 0, pick)[0], torch.gather(m, 0, pick)[0]

@@ -52,7 +52,7 @@ def test_the_eliminated_step_solves_the_full_newton_system(sigma_mu):
     Xb, Yb, bb, zb = X[None], Y[None], beta[None], z[None]
     l1t, l2t = torch.full((1, 1, 1), l1, dtype=F64), torch.full((1, 1, 1), l2, dtype=F64)
     V = Xb.transpose(1, 2) @ (Yb - bb)
-    pairs = GroupPairs(Xb, V, p[None], q[None], l1t, l2t, torch.ones(1, 1, dtype=F64))
+    pairs = GroupPairs(Xb, V, V.norm(dim=-1), p[None], q[None], l1t, l2t, torch.ones(1, 1, dtype=F64))
     factors = hessian_factors(Xb, Yb, bb, l1t, l2t, 0.0, V=V, pairs=(p[None], q[None]))
     assert factors.Xg is not None and factors.Xg.shape[-1] == D  # every group rank-one
     system = NullSpaceSystem(factors, zb / bb, torch.full((1, 1, 1), 0.0, dtype=F64))

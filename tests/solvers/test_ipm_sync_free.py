@@ -10,7 +10,7 @@ import torch
 from fewshot_sparse.solvers import group_lasso_ipm
 from fewshot_sparse.solvers.group_lasso_dual import dual_gradient, dual_weights
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
-from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
+from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search, state_merit
 from tasks import lambda1_all_off, relu_task
 
 
@@ -74,17 +74,19 @@ def test_batched_line_search_picks_what_backtracking_picks(length):
                  torch.rand(6, 1, 1, generator=g, dtype=X.dtype) * 0.5 + 0.5,
                  length * torch.randn(p.shape, generator=g, dtype=X.dtype), -0.5 * q)
 
-    def evaluate(b, p_b):  # (grad f, gaps, V, the model gradient), written out here
+    def evaluate(b, p_b):  # (grad f, gaps, V, its row norms, the model gradient), written out here
         V = X.transpose(1, 2) @ (Y - b)
-        n = V.norm(dim=-1, keepdim=True)
-        U = torch.where(l1 > 0, p_b[..., None] * V / n, V)
-        return dual_gradient(X, Y, b, l1, l2, 0.0), None, V, Y - X @ U / l2
+        n = V.norm(dim=-1)
+        U = torch.where(l1 > 0, p_b[..., None] * V / n[..., None], V)
+        return dual_gradient(X, Y, b, l1, l2, 0.0), None, V, n, Y - X @ U / l2
 
-    _, _, V, grad = evaluate(beta, p)
-    st = dict(beta=beta, nu=nu, z=z, gm=grad, V=V, excess=p, slack=q)
-    seq, chosen = backtrack(evaluate, l1, l2, on, st, step)
-    bat = batched_line_search(X, Y, l1, l2, on, 0.0, st, step)
+    _, _, V, n, grad = evaluate(beta, p)
+    st = dict(beta=beta, nu=nu, z=z, gm=grad, V=V, norms=n, excess=p, slack=q)
+    st["merit"] = state_merit(st, l1, l2, on)
+    seq, chosen, seq_merit = backtrack(evaluate, l1, l2, on, st, step)
+    bat, bat_merit = batched_line_search(X, Y, l1, l2, on, 0.0, st, step)
     torch.testing.assert_close(bat, seq, atol=0, rtol=1e-12)
+    torch.testing.assert_close(bat_merit, seq_merit, atol=0, rtol=1e-9)
     # the evaluation returned is the one at the chosen point
     torch.testing.assert_close(chosen[-1], evaluate(beta + seq * step.d_beta, p + seq[..., 0] * step.d_p)[-1])
     if length >= 40.0:  # the case the test is about: some task backtracked
