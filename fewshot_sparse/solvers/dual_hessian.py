@@ -91,16 +91,11 @@ def curvature(V: Tensor, l1: Tensor, pairs: Optional[Tuple[Tensor, Tensor]] = No
 
 
 def first_columns(mask: Tensor, width: int) -> Tuple[Tensor, Tensor]:
-    """The indices [B, width] of the first ``width`` True entries of each row of mask [B, D]
-    (index 0 where a row has fewer) and which of them are real, without a host sync: a
-    cumulative count gives each True entry its slot, the others scatter past ``width``."""
-    B, D = mask.shape
-    cols = torch.arange(D, device=mask.device).expand(B, D)
-    slot = torch.cumsum(mask, -1) - 1
-    slot = torch.where(mask & (slot < width), slot, width + cols)  # distinct slots: deterministic
-    idx = torch.zeros(B, width + D, dtype=torch.long, device=mask.device).scatter_(1, slot, cols)[:, :width]
-    real = torch.arange(width, device=mask.device) < mask.sum(-1, keepdim=True)
-    return idx, real
+    """The indices [B, width] (width <= D) of the first ``width`` True entries of each row
+    of mask [B, D] (other columns where a row has fewer) and which of them are real,
+    without a host sync: a stable sort puts each row's True entries first, in order."""
+    idx = torch.argsort(mask.to(torch.int8), dim=-1, descending=True, stable=True)[:, :width]
+    return idx, torch.gather(mask, 1, idx)
 
 
 def hessian_factors(

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from fewshot_sparse.solvers.group_lasso_dual import correlations
-from fewshot_sparse.solvers.prox import row_norms
+from fewshot_sparse.solvers.prox import reciprocal_or_zero, row_norms
 
 
 def central_pairs(V: Tensor, l1: Tensor, l2: Tensor, mu: Tensor) -> Tuple[Tensor, Tensor]:
@@ -43,7 +43,7 @@ def central_pairs(V: Tensor, l1: Tensor, l2: Tensor, mu: Tensor) -> Tuple[Tensor
 def model_shrink(V: Tensor, n: Tensor, p: Tensor, l1: Tensor) -> Tensor:
     """lambda2 times the model's weights, p_j vhat_j [..., D, W] in V's dtype (0 where
     V_j = 0), and V itself in tasks with lambda1 = 0 (l1 [..., 1, 1]); n = row_norms(V)."""
-    U = torch.where(n > 0, p.to(V.dtype) / torch.where(n > 0, n, 1.0), 0.0)[..., None] * V
+    U = (p.to(V.dtype) * reciprocal_or_zero(n))[..., None] * V
     return torch.where(l1 > 0, U, V)
 
 
@@ -64,7 +64,7 @@ class GroupPairs:
         self.l2 = l2[:, :, 0]  # [B, 1]
         self.on_l2 = on / self.l2
         self.inv_pq = 1.0 / (p + q)
-        self.vhat = torch.where(n > 0, 1.0 / torch.where(n > 0, n, 1.0), 0.0)[..., None] * V
+        self.vhat = reciprocal_or_zero(n)[..., None] * V
         self.rp = pair_residual(n, p, q, l1, on)
         self.count = p.shape[-1] * on[..., None]  # [B, 1, 1]: the pairs that count in mu
 

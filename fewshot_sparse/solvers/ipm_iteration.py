@@ -82,23 +82,24 @@ def iteration(st, c, o: Options, system=None):
     done; V and the group pairs for lambda1 > 0) after it. Finished tasks (``done``) keep
     their point. Reads nothing but its arguments, so that graph_loop.py can capture it;
     ``system`` may come factorised."""
-    beta, nu, z, gm, ridge = st["beta"], st["nu"], st["z"], st["gm"], st["ridge"]
+    beta, z, ridge = st["beta"], st["z"], st["ridge"]
     X, Y, l1, l2, s = c["X"], c["Y"], c["l1"], c["l2"], o.smoothing
     system = newton_system(st, c, o) if system is None else system
     pairs = GroupPairs(X, st["V"], st["norms"], st["excess"], st["slack"], l1, l2, c["on"]) if o.smooth else None
-    step = newton_direction(system, beta, z, gm + nu - z, c["floor"], pairs)
+    step = newton_direction(system, beta, z, st["gm"] + st["nu"] - z, c["floor"], pairs)
     ridge = torch.where(system.ok, ridge, ridge * 1e4)
     step.alpha = alpha = torch.where(st["done"][:, None, None], 0.0, step.alpha)
     evaluation = None
-    if o.smooth and o.sync_free:
-        alpha, merit = batched_line_search(X, Y, l1, l2, c["on"], s, st, step)
-    elif o.smooth:  # the chosen point comes evaluated
-        alpha, evaluation, merit = backtrack(functools.partial(evaluate, c, o), l1, l2, c["on"], st, step)
-    beta = beta + alpha * step.d_beta
-    z = z + alpha * step.d_z
-    out = dict(nu=nu + alpha * step.d_nu, z=z, beta=beta, ridge=ridge, done=st["done"])
+    if o.smooth and not o.sync_free:  # the chosen point comes evaluated
+        alpha, evaluation, merit, point = backtrack(functools.partial(evaluate, c, o), l1, l2, c["on"], st, step)
+    else:
+        if o.smooth:
+            alpha, merit = batched_line_search(X, Y, l1, l2, c["on"], s, st, step)
+        point = _point_after(st, step, alpha, o.smooth)
+    beta = point[0]
+    out = dict(beta=beta, nu=point[1], z=point[2], ridge=ridge, done=st["done"])
     if o.smooth:
-        out.update(excess=st["excess"] + alpha[..., 0] * step.d_p, slack=st["slack"] + alpha[..., 0] * step.d_q)
+        out.update(excess=point[3], slack=point[4])
     _, (p, d, gap), V, n, gm = evaluate(c, o, beta, out.get("excess")) if evaluation is None else evaluation
     out.update(p=p, d=d, gap=gap, gm=gm)
     if o.smooth:
@@ -106,6 +107,15 @@ def iteration(st, c, o: Options, system=None):
     if "count" in st:  # the sync-free gather's width is read from it at the check
         out["count"] = rank_one_count(V, n, l1, out["excess"], out["slack"])
     return out
+
+
+def _point_after(st, step, alpha: Tensor, pairs: bool) -> tuple:
+    """(beta, nu, z[, excess, slack]) a step alpha [B, 1, 1] along ``step`` from the state's
+    point (the same sums as ipm_line_search.backtrack's candidates)."""
+    point = (st["beta"] + alpha * step.d_beta, st["nu"] + alpha * step.d_nu, st["z"] + alpha * step.d_z)
+    if pairs:
+        point += (st["excess"] + alpha[..., 0] * step.d_p, st["slack"] + alpha[..., 0] * step.d_q)
+    return point
 
 
 def rank_one_count(V: Tensor, norms: Tensor, l1: Tensor, excess: Tensor, slack: Tensor) -> Tensor:

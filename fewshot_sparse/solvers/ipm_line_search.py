@@ -49,14 +49,14 @@ def state_merit(st, l1: Tensor, l2: Tensor, on: Tensor) -> Tensor:
     return merit(st["gm"], st["beta"], st["nu"], st["z"], pair_residual(st["norms"], p, q, l1, on), p * q * (on / l2[:, :, 0]), on)
 
 
-def backtrack(evaluate: Callable, l1: Tensor, l2: Tensor, on: Tensor, st, step, halvings: int = HALVINGS) -> Tuple[Tensor, tuple, Tensor]:
+def backtrack(evaluate: Callable, l1: Tensor, l2: Tensor, on: Tensor, st, step, halvings: int = HALVINGS) -> Tuple[Tensor, tuple, Tensor, tuple]:
     """(the step length [B, 1, 1] for ``step`` from the point of state ``st``, the
-    evaluation at the chosen point, its merit [B, 1, 1]). ``evaluate(beta, excess)``
-    returns (grad f, gaps, V, V's row norms, model gradient), as ipm_iteration.evaluate."""
+    evaluation at the chosen point, its merit [B, 1, 1], the point (beta, nu, z, excess,
+    slack)). ``evaluate(beta, excess)`` returns (grad f, gaps, V, V's row norms, model
+    gradient), as ipm_iteration.evaluate."""
     beta, nu, z, p, q = st["beta"], st["nu"], st["z"], st["excess"], st["slack"]
     on_l2 = on / l2[:, :, 0]
     base = st["merit"]
-    best_alpha, best_merit = torch.zeros_like(step.alpha), torch.full_like(base, float("inf"))
     chosen = torch.zeros_like(base, dtype=torch.bool)
     best = None
     for k in range(halvings + 1):
@@ -66,13 +66,16 @@ def backtrack(evaluate: Callable, l1: Tensor, l2: Tensor, on: Tensor, st, step, 
         ev = evaluate(b, p_)
         m = merit(ev[-1], b, n_, z_, pair_residual(ev[3], p_, q_, l1, on), p_ * q_ * on_l2, on)
         accept = ~chosen & (m <= GROWTH * base)
-        better = accept | (~chosen & (m < best_merit))
-        best_alpha, best_merit = torch.where(better, a, best_alpha), torch.where(better, m, best_merit)
-        best = ev if best is None else _select(better[:, 0, 0], ev, best)
+        candidate = (a, m, ev, (b, n_, z_, p_, q_))
+        if best is None:  # the first candidate is the one to beat
+            best = candidate
+        else:
+            best = _select((accept | (~chosen & (m < best[1])))[:, 0, 0], candidate, best)
         chosen = chosen | accept
         if bool(chosen.all()):  # usually at k = 0
             break
-    return best_alpha, best, best_merit
+    alpha, m, ev, point = best
+    return alpha, ev, m, point
 
 
 def _select(mask: Tensor, new, old):

@@ -54,3 +54,9 @@ def row_norms(v: Tensor) -> Tensor:
     summed squares: several times faster than a norm on V's transposed layout (solver use:
     no autograd safety at zero rows)."""
     return torch.sqrt((v * v).sum(-1))
+
+
+def reciprocal_or_zero(n: Tensor) -> Tensor:
+    """1 / n where n > 0 and 0 where n = 0 (a zero row of V has no direction), for row norms
+    n >= 0; two operations where a masked division takes five."""
+    return torch.reciprocal(n).nan_to_num_(nan=float("nan"), posinf=0.0)

@@ -83,12 +83,13 @@ def test_batched_line_search_picks_what_backtracking_picks(length):
     _, _, V, n, grad = evaluate(beta, p)
     st = dict(beta=beta, nu=nu, z=z, gm=grad, V=V, norms=n, excess=p, slack=q)
     st["merit"] = state_merit(st, l1, l2, on)
-    seq, chosen, seq_merit = backtrack(evaluate, l1, l2, on, st, step)
+    seq, chosen, seq_merit, point = backtrack(evaluate, l1, l2, on, st, step)
     bat, bat_merit = batched_line_search(X, Y, l1, l2, on, 0.0, st, step)
     torch.testing.assert_close(bat, seq, atol=0, rtol=1e-12)
     torch.testing.assert_close(bat_merit, seq_merit, atol=0, rtol=1e-9)
     # the evaluation returned is the one at the chosen point
     torch.testing.assert_close(chosen[-1], evaluate(beta + seq * step.d_beta, p + seq[..., 0] * step.d_p)[-1])
+    torch.testing.assert_close(point[2], z + seq * step.d_z)  # and the point is the chosen one
     if length >= 40.0:  # the case the test is about: some task backtracked
         assert (seq < step.alpha).any()
 

@@ -89,7 +89,7 @@ def test_sum_of_inverses_in_both_forms(capturable):
 def test_first_columns_against_a_loop():
     g = torch.Generator().manual_seed(6)
     mask = torch.rand(4, 50, generator=g) < torch.tensor([[0.0], [0.1], [0.5], [1.0]])
-    for width in (8, 32, 64):
+    for width in (8, 32, 50):
         idx, real = first_columns(mask, width)
         for b in range(4):
             want = mask[b].nonzero()[:, 0][:width]

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fewshot_sparse.solvers.prox import block_soft_threshold, project_rows_to_simplex
-
+from fewshot_sparse.solvers.prox import block_soft_threshold, project_rows_to_simplex, reciprocal_or_zero, row_norms
 
 
 def _cvx_simplex(z):
@@ -99,3 +98,11 @@ def test_block_soft_threshold_gradcheck():
     v = torch.randn(5, 3, generator=g).requires_grad_()
     lam = torch.tensor(0.7, requires_grad=True)
     assert torch.autograd.gradcheck(block_soft_threshold, (v, lam))
+
+
+def test_row_norms_and_their_reciprocals_at_zero_rows():
+    v = torch.tensor([[3.0, 4.0], [0.0, 0.0], [float("nan"), 1.0]], dtype=torch.float64)
+    n = row_norms(v)
+    assert n[0] == 5.0 and n[1] == 0.0 and n[2].isnan()
+    r = reciprocal_or_zero(n)
+    assert r[0] == 0.2 and r[1] == 0.0 and r[2].isnan()  # a NaN stays visible
