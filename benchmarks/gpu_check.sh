@@ -8,7 +8,8 @@
 # machine from the source tree, without installing the package. At most about 9 minutes
 # (the later parts are time-boxed): one 10-minute device call.
 #   1. every test marked `gpu` (CUDA against CPU: solver, sync-free mode, the captured
-#      CUDA graph against the eager CUDA loop, heads, engine, data)
+#      CUDA graph against the eager CUDA loop, the lower-triangle Newton matrix, heads,
+#      engine, data)
 #   2. the GPU target: 8 tasks, 5-way 15-shot, ResNet-12 features (D = 16,000),
 #      gap <= 1e-4, head forward + backward (target: <= 5 ms), with the CUDA graph (the
 #      default) and without it (rows "eager/cuda")
@@ -24,7 +25,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
     python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 } 2>&1 | tee "$out/env.txt"
 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
-    tests/solvers/test_ipm_sync_free.py tests/solvers/test_graph_loop.py tests/engine/test_engine_step.py \
+    tests/solvers/test_ipm_sync_free.py tests/solvers/test_graph_loop.py tests/solvers/test_ipm_systems.py \
+    tests/engine/test_engine_step.py \
     tests/heads/test_heads_contract.py tests/data/test_data_sampler.py 2>&1 | tee "$out/gpu_tests.txt"
 python3 benchmarks/bench_solver.py --device cuda --features backbone --shots 15 \
     --lambda1 0 active --lambda2 1 --smoothing 0 --no-cvx --no-fista --repeats 5 2>&1 | tee "$out/target.txt"

@@ -5,7 +5,7 @@ import torch
 
 from fewshot_sparse.solvers.dual_hessian import curvature, dual_hessian, first_columns, hessian_factors
 from fewshot_sparse.solvers.ipm_groups import central_pairs
-from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem, class_block, cholesky_solve, sum_of_inverses
+from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem, class_block, cholesky_solve, lower_gram, sum_of_inverses
 from tasks import lambda1_all_off, relu_task
 
 F64 = torch.float64
@@ -84,6 +84,21 @@ def test_sum_of_inverses_in_both_forms(capturable):
     M = A @ A.mT + 0.1 * torch.eye(6, dtype=F64)
     ref = torch.linalg.inv(M).sum(1)
     torch.testing.assert_close(sum_of_inverses(torch.linalg.cholesky(M), capturable), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_lower_gram_and_the_cholesky_that_reads_only_it(device):
+    """The Newton matrix is formed in its lower triangle only: that triangle against the
+    full product, and the factorisation's contract (it never reads above the diagonal:
+    NaN there changes nothing), on each device's solver (LAPACK, cuSOLVER)."""
+    g = torch.Generator().manual_seed(5)
+    Z = torch.randn(3, 31, 40, generator=g, dtype=F64).to(device)
+    full = Z @ Z.mT
+    torch.testing.assert_close(lower_gram(Z, F64).tril(), full.tril(), rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(lower_gram(Z.float(), F64).tril(), full.tril(), rtol=1e-5, atol=1e-4)
+    M = full + torch.eye(31, dtype=F64, device=device)
+    upper_nan = M.tril() + torch.full_like(M, float("nan")).triu(1)
+    torch.testing.assert_close(torch.linalg.cholesky_ex(upper_nan)[0], torch.linalg.cholesky(M), rtol=0, atol=0)
 
 
 def test_first_columns_against_a_loop():
