@@ -27,6 +27,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     dual_weights,
     lipschitz_constant,
     needs_float64,
+    rounding_floor,
     task_param,
 )
 from fewshot_sparse.solvers.group_lasso_fista import fista_step
@@ -95,7 +96,8 @@ def group_lasso_svm_fit(
     "unrolled": plain FISTA (Newton polish off) replayed under autograd, for comparison
     only. Where X's dtype is too coarse for solver.tol (``needs_float64``: lambda1 > 0 and
     lambda2 small against ||x||^2), the whole fit runs in float64 and W comes back in X's
-    dtype."""
+    dtype; so does a second fit, warm-started, where the first stopped above tol near its
+    rounding floor (``iterations`` then counts both)."""
     if mode not in ("implicit", "unrolled"):
         raise ValueError(f"mode must be 'implicit' or 'unrolled', got {mode!r}")
     check_inputs(X, Y)
@@ -109,6 +111,14 @@ def group_lasso_svm_fit(
     if mode == "unrolled":  # plain FISTA, so that the replay follows the same iterates
         solver = dataclasses.replace(solver, method="fista", polish=False)
     beta, info = solver.run(X, Y, lambda1, lambda2, beta0=beta0)
+    if mode == "implicit" and _stopped_by_rounding(X, lambda1, lambda2, info):
+        # the rounding floor is an estimate, low by up to 10x on some features (docs/math.md
+        # 6, "Dtypes"): where a task still stopped above tol at a gap that X's rounding can
+        # explain, the whole fit again in float64 from here
+        W, beta, info64 = group_lasso_svm_fit(X.double(), Y.double(), lambda1.double(), lambda2.double(),
+                                              solver, mode, beta.double())
+        info64 = dataclasses.replace(info64, iterations=info.iterations + info64.iterations)
+        return W.to(X.dtype), beta.to(X.dtype), info_to(info64, X.dtype)
     Y = Y.detach()
     if mode == "implicit":
         W = _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing))
@@ -116,6 +126,17 @@ def group_lasso_svm_fit(
         beta_u = unrolled_fista(X, Y, lambda1, lambda2, solver.smoothing, info.iterations, beta0=beta0)
         W = dual_weights(X, Y, beta_u, lambda1, lambda2)
     return W, beta, info
+
+
+_FLOOR_MISS = 100.0  # how far above its estimated rounding floor a stopped task may be
+
+
+def _stopped_by_rounding(X: Tensor, lambda1: Tensor, lambda2: Tensor, info: SolverInfo) -> bool:
+    """Whether some unconverged task stopped within _FLOOR_MISS x its ``rounding_floor``:
+    X's dtype may be what stopped it, not the iteration cap (a solve cut short on purpose,
+    e.g. max_iter = 5, ends far above it and is left alone)."""
+    floor = rounding_floor(X, lambda1, lambda2)
+    return bool((~info.converged & (floor > 0) & (info.gap <= _FLOOR_MISS * floor)).any())
 
 
 def unrolled_fista(

@@ -62,3 +62,25 @@ def test_float32_gradients_under_weak_regularisation_are_the_float64_ones():
         (torch.tanh(Xq.to(dtype) @ W)).sum().backward()
         grads.append(x.grad.double())
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4 * float(grads[1].abs().max()))
+
+
+def test_a_rounding_floor_the_estimate_misses_sends_the_fit_to_float64():
+    """needs_float64 estimates float32's floor; here (shifted ReLU features, strong
+    lambda2, tol 1e-7) it says float32 suffices and float32 stops above tol in some task:
+    the fit then runs again in float64 from that point, and reaches tol."""
+    X, Y = relu_task(3, 25, 600, 5, batch=4, dtype=torch.float32)
+    X = X + 0.5  # a positive mean, like a backbone's features
+    l1, l2, tol = 0.2 * lambda1_all_off(X, Y), 100.0, 1e-7
+    assert not needs_float64(X, l1, l2, tol)
+    _, alone = GroupLassoSVMDual(tol=tol).run(X, Y, l1, l2)
+    assert not alone.converged.all()  # the premise: float32 alone stalls
+    W, beta, info = group_lasso_svm_fit(X, Y, l1, l2, GroupLassoSVMDual(tol=tol))
+    assert W.dtype == beta.dtype == torch.float32 and info.converged.all(), info.summary()
+    assert (info.iterations >= alone.iterations).all()  # both runs counted
+    for b in range(2):
+        Wc, pc = solve_primal(X[b].double().numpy(), Y[b].double().numpy(), float(l1[b]), l2)
+        assert abs(float(info.primal[b]) - pc) <= 1e-6 * abs(pc)
+        np.testing.assert_allclose(W[b].numpy(), Wc, atol=1e-4 * np.abs(Wc).max())
+    # a solve cut short on purpose ends far above the floor: no second fit
+    _, _, cut = group_lasso_svm_fit(X, Y, l1, l2, GroupLassoSVMDual(tol=tol, max_iter=3))
+    assert (cut.iterations == 3).all() and not cut.converged.any()
