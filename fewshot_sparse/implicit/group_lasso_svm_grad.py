@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from fewshot_sparse.solvers.group_lasso_dual import (
+    FLOOR_MISS,
     Scalar,
     check_inputs,
     dual_gradient,
@@ -128,15 +129,12 @@ def group_lasso_svm_fit(
     return W, beta, info
 
 
-_FLOOR_MISS = 100.0  # how far above its estimated rounding floor a stopped task may be
-
-
 def _stopped_by_rounding(X: Tensor, lambda1: Tensor, lambda2: Tensor, info: SolverInfo) -> bool:
-    """Whether some unconverged task stopped within _FLOOR_MISS x its ``rounding_floor``:
+    """Whether some unconverged task stopped within FLOOR_MISS x its ``rounding_floor``:
     X's dtype may be what stopped it, not the iteration cap (a solve cut short on purpose,
     e.g. max_iter = 5, ends far above it and is left alone)."""
     floor = rounding_floor(X, lambda1, lambda2)
-    return bool((~info.converged & (floor > 0) & (info.gap <= _FLOOR_MISS * floor)).any())
+    return bool((~info.converged & (floor > 0) & (info.gap <= FLOOR_MISS * floor)).any())
 
 
 def unrolled_fista(

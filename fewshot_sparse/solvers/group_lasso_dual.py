@@ -65,6 +65,9 @@ def check_lambdas(l1: Tensor, l2: Tensor) -> None:
 _ROUNDING_FLOOR = 0.5  # fitted on D = 64 / 640 / 16,000 features (math.md 6, "Dtypes")
 
 
+FLOOR_MISS = 100.0  # a stopped gap within this factor of rounding_floor: X's rounding may be why
+
+
 def rounding_floor(X: Tensor, lambda1: Scalar, lambda2: Scalar) -> Tensor:
     """The relative duality gap [B] below which X's dtype cannot certify a solve, estimated
     (docs/math.md, 6, "Dtypes"): for lambda1 > 0 the weights come from the difference

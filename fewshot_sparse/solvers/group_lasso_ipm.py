@@ -41,6 +41,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     duality_gap,
     gram,
     needs_float64,
+    rounding_floor,
     safe_groups,
     task_param,
 )
@@ -57,6 +58,8 @@ _COMPACT_BELOW = 0.75  # drop screened columns once they are a quarter of those 
 _FIRST_PAIRS = 0.003  # the group pairs' p q = (this lambda1)^2 for the multipliers' start
 _START_SCALE = {False: 0.01, True: 0.3}  # z0 / spread, lambda1 = 0 / > 0 (measured, math.md 6)
 _WARM_SCALE = 0.3  # lambda1 > 0: z0 times this from a caller's warm start (measured, math.md 6)
+_STALL_CHECKS = 8  # checks without the best gap halving, near the rounding floor: stalled
+_STALL_NEAR = 30.0  # "near": within this factor of the estimate (real stalls: 2-20, math.md 6)
 _MIN_WIDTH = 64  # the narrowest static gather of rank-one groups (sync-free mode)
 
 
@@ -65,7 +68,9 @@ class InteriorPointSolver:
     """Hyperparameters of the batched interior-point solver (no state on ``self``).
 
     tol           relative duality gap target (P - D) / max(|P|, 1), per task
-    max_iter      Newton-iteration cap; a task that hits it is reported ``converged = False``
+    max_iter      Newton-iteration cap; a task that hits it, or stalls near the rounding
+                  floor of float32 features (math.md 6, "Dtypes"), is reported
+                  ``converged = False``
     smoothing     s >= 0, the (s / (2 lambda2)) ||beta - Y||^2 dual term
     check_every   the convergence test (one host sync) runs every k iterations
     polish_below  below this gap, each check also tries a face-Newton step from the current
@@ -190,6 +195,11 @@ class InteriorPointSolver:
             o = o._replace(width=_gather_width(int(state["count"]), X.shape[-1]))
         loop = _loop(graph, o, state, c)
         st = loop.state
+        # a task whose best gap stays near X's rounding floor without halving over
+        # _STALL_CHECKS checks has stalled there: it stops (unconverged; the fit then runs
+        # in float64, implicit/group_lasso_svm_grad.py) rather than run to max_iter
+        near_floor = _STALL_NEAR * rounding_floor(X, l1, l2)
+        best_gaps = []
         for k in range(self.max_iter + 1):
             if k % self.check_every == 0 or k == self.max_iter:
                 p, d, gap, beta = st["p"], st["d"], st["gap"], st["beta"]
@@ -198,6 +208,9 @@ class InteriorPointSolver:
                 iters = torch.where(better, k, iters)
                 want = ~done & (out[2] > self.tol) & (gap < self.polish_below)
                 finished = done | (out[2] <= self.tol)
+                best_gaps.append(out[2])
+                if len(best_gaps) > _STALL_CHECKS:
+                    finished = finished | ((out[2] <= near_floor) & (out[2] > 0.5 * best_gaps.pop(0)))
                 flags = [want.any(), finished.all()] + ([st["count"]] if bucketed else [])
                 polish, stop, *count = torch.stack(flags).tolist()  # the one host sync
                 if k > 0 and polish:  # (a second one where it polishes)
