@@ -2,7 +2,7 @@
 regularisation), float32 and float64 features side by side (docs/benchmarks.md, "Weak
 regularisation"; docs/math.md, 6, "Dtypes").
 
-    python benchmarks/bench_weak_regularisation.py [--lambda2 0.1 0.03 0.01 0.003 0.001]
+    python benchmarks/bench_weak_regularisation.py [--lambda2 0.1 0.03 0.01 0.003 0.001] [--quick]
 
 8 tasks of 5-way 15-shot, D = 640 (bench_solver.py's seeded ReLU and Gaussian features),
 lambda1 = 0 and 0.2 x the all-off bound, tol 1e-4, max_iter 100. Prints the worst task's
@@ -27,7 +27,10 @@ def main(argv=None) -> None:
     parser.add_argument("--lambda2", type=float, nargs="+", default=[0.1, 0.03, 0.01, 0.003, 0.001])
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--max-iter", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="lambda2 = 0.01 only (float32 promoted there)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.lambda2 = [0.01]
     torch.set_num_threads(1)
     solver = GroupLassoSVMDual(tol=args.tol, max_iter=args.max_iter)
     print(f"8 tasks, 5-way 15-shot, D = 640, tol {args.tol:g}; worst task: iterations, unconverged, gap, CPU s")
