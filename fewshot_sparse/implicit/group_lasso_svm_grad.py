@@ -25,9 +25,11 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     Scalar,
     check_inputs,
     dual_gradient,
+    dual_objective,
     dual_weights,
     lipschitz_constant,
     needs_float64,
+    primal_objective,
     rounding_floor,
     task_param,
 )
@@ -97,8 +99,9 @@ def group_lasso_svm_fit(
     "unrolled": plain FISTA (Newton polish off) replayed under autograd, for comparison
     only. Where X's dtype is too coarse for solver.tol (``needs_float64``: lambda1 > 0 and
     lambda2 small against ||x||^2), the whole fit runs in float64 and W comes back in X's
-    dtype; so does a second fit, warm-started, where the first stopped above tol near its
-    rounding floor (``iterations`` then counts both)."""
+    dtype. Near X's rounding floor the report is the gap of the W returned, evaluated in
+    float64, and tasks that miss tol there are fitted again in float64, warm-started
+    (``iterations`` then counts both fits)."""
     if mode not in ("implicit", "unrolled"):
         raise ValueError(f"mode must be 'implicit' or 'unrolled', got {mode!r}")
     check_inputs(X, Y)
@@ -112,29 +115,67 @@ def group_lasso_svm_fit(
     if mode == "unrolled":  # plain FISTA, so that the replay follows the same iterates
         solver = dataclasses.replace(solver, method="fista", polish=False)
     beta, info = solver.run(X, Y, lambda1, lambda2, beta0=beta0)
-    if mode == "implicit" and _stopped_by_rounding(X, lambda1, lambda2, info):
-        # the rounding floor is an estimate, low by up to 10x on some features (docs/math.md
-        # 6, "Dtypes"): where a task still stopped above tol at a gap that X's rounding can
-        # explain, the whole fit again in float64 from here
-        W, beta, info64 = group_lasso_svm_fit(X.double(), Y.double(), lambda1.double(), lambda2.double(),
-                                              solver, mode, beta.double())
-        info64 = dataclasses.replace(info64, iterations=info.iterations + info64.iterations)
-        return W.to(X.dtype), beta.to(X.dtype), info_to(info64, X.dtype)
     Y = Y.detach()
-    if mode == "implicit":
-        W = _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing))
-    else:
+    if mode == "unrolled":
         beta_u = unrolled_fista(X, Y, lambda1, lambda2, solver.smoothing, info.iterations, beta0=beta0)
-        W = dual_weights(X, Y, beta_u, lambda1, lambda2)
+        return dual_weights(X, Y, beta_u, lambda1, lambda2), beta, info
+    W = _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing))
+    if X.dtype != torch.float64:
+        # near X's rounding floor: the gap of what is returned, and where that misses tol
+        # (the floor's estimate is low by up to 10x on some features, docs/math.md 6,
+        # "Dtypes") those tasks fitted again in float64, warm-started
+        info = _certified(X, Y, beta, lambda1, lambda2, solver, info)
+        redo = _stopped_by_rounding(X, lambda1, lambda2, info)
+        if bool(redo.any()):
+            return _refit_in_float64(X, Y, lambda1, lambda2, solver, W, beta, info, redo)
     return W, beta, info
 
 
-def _stopped_by_rounding(X: Tensor, lambda1: Tensor, lambda2: Tensor, info: SolverInfo) -> bool:
-    """Whether some unconverged task stopped within FLOOR_MISS x its ``rounding_floor``:
-    X's dtype may be what stopped it, not the iteration cap (a solve cut short on purpose,
-    e.g. max_iter = 5, ends far above it and is left alone)."""
+def _refit_in_float64(X, Y, lambda1, lambda2, solver, W, beta, info: SolverInfo, redo: Tensor):
+    """(W, beta, info) with the tasks ``redo`` [B] fitted again in float64 from ``beta``
+    (W keeps its autograd through both fits; ``iterations`` counts both)."""
+    idx = redo.nonzero()[:, 0]
+    part = lambda t: t if t.dim() == 0 else t[idx]  # noqa: E731  (a [] or [B] hyperparameter)
+    W_r, beta_r, info_r = group_lasso_svm_fit(X[idx].double(), Y[idx].double(), part(lambda1).double(),
+                                              part(lambda2).double(), solver, "implicit", beta[idx].double())
+    beta = beta.clone()
+    beta[idx] = beta_r.to(beta.dtype)
+    fields = {}
+    for name in ("primal", "dual", "gap", "converged", "iterations"):
+        value = getattr(info, name).clone()
+        new = getattr(info_r, name)
+        value[idx] = (value[idx] + new) if name == "iterations" else new.to(value.dtype)
+        fields[name] = value
+    return W.index_put((idx,), W_r.to(W.dtype)), beta, SolverInfo(**fields)
+
+
+def _certified(X: Tensor, Y: Tensor, beta: Tensor, lambda1: Tensor, lambda2: Tensor,
+               solver: GroupLassoSVMDual, info: SolverInfo) -> SolverInfo:
+    """``info`` with the tasks whose rounding floor is within FLOOR_MISS of tol re-certified:
+    the relative gap of the W and beta returned in X's dtype, evaluated in float64. The
+    solver's own gap, at its float64 iterate with X's products, can be below tol while the
+    returned W is not (docs/math.md 6, "Dtypes"). Other tasks keep their report."""
+    band = FLOOR_MISS * rounding_floor(X, lambda1, lambda2) >= solver.tol
+    if not bool(band.any()):
+        return info
+    X64, Y64, b64 = X.detach().double(), Y.detach().double(), beta.double()
+    W64 = dual_weights(X.detach(), Y.detach(), beta, lambda1.detach(), lambda2.detach()).double()
+    l1, l2 = lambda1.detach().double(), lambda2.detach().double()
+    primal = primal_objective(X64, Y64, W64, l1, l2, solver.smoothing)
+    dual = dual_objective(X64, Y64, b64, l1, l2, solver.smoothing)
+    gap = (primal - dual) / primal.abs().clamp_min(1.0)
+    keep = lambda new, old: torch.where(band, new.to(old.dtype), old)  # noqa: E731
+    gap = keep(gap, info.gap)
+    return SolverInfo(iterations=info.iterations, primal=keep(primal, info.primal), dual=keep(dual, info.dual),
+                      gap=gap, converged=gap <= solver.tol)
+
+
+def _stopped_by_rounding(X: Tensor, lambda1: Tensor, lambda2: Tensor, info: SolverInfo) -> Tensor:
+    """The unconverged tasks [B] that stopped within FLOOR_MISS x their ``rounding_floor``:
+    X's dtype may be what stopped them, not the iteration cap (a solve cut short on
+    purpose, e.g. max_iter = 5, ends far above it and is left alone)."""
     floor = rounding_floor(X, lambda1, lambda2)
-    return bool((~info.converged & (floor > 0) & (info.gap <= FLOOR_MISS * floor)).any())
+    return ~info.converged & (floor > 0) & (info.gap <= FLOOR_MISS * floor)
 
 
 def unrolled_fista(
