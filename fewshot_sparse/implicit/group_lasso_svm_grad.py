@@ -124,8 +124,9 @@ def group_lasso_svm_fit(
         # near X's rounding floor: the gap of what is returned, and where that misses tol
         # (the floor's estimate is low by up to 10x on some features, docs/math.md 6,
         # "Dtypes") those tasks fitted again in float64, warm-started
-        info = _certified(X, Y, beta, lambda1, lambda2, solver, info)
-        redo = _stopped_by_rounding(X, lambda1, lambda2, info)
+        floor = rounding_floor(X, lambda1, lambda2)
+        info = _certified(X, Y, W, beta, lambda1, lambda2, solver, info, floor)
+        redo = _stopped_by_rounding(info, floor)
         if bool(redo.any()):
             return _refit_in_float64(X, Y, lambda1, lambda2, solver, W, beta, info, redo)
     return W, beta, info
@@ -149,17 +150,17 @@ def _refit_in_float64(X, Y, lambda1, lambda2, solver, W, beta, info: SolverInfo,
     return W.index_put((idx,), W_r.to(W.dtype)), beta, SolverInfo(**fields)
 
 
-def _certified(X: Tensor, Y: Tensor, beta: Tensor, lambda1: Tensor, lambda2: Tensor,
-               solver: GroupLassoSVMDual, info: SolverInfo) -> SolverInfo:
-    """``info`` with the tasks whose rounding floor is within FLOOR_MISS of tol re-certified:
-    the relative gap of the W and beta returned in X's dtype, evaluated in float64. The
-    solver's own gap, at its float64 iterate with X's products, can be below tol while the
-    returned W is not (docs/math.md 6, "Dtypes"). Other tasks keep their report."""
-    band = FLOOR_MISS * rounding_floor(X, lambda1, lambda2) >= solver.tol
+def _certified(X: Tensor, Y: Tensor, W: Tensor, beta: Tensor, lambda1: Tensor, lambda2: Tensor,
+               solver: GroupLassoSVMDual, info: SolverInfo, floor: Tensor) -> SolverInfo:
+    """``info`` with the tasks whose rounding floor [B] is within FLOOR_MISS of tol
+    re-certified: the relative gap of the W and beta returned in X's dtype, evaluated in
+    float64. The solver's own gap, at its float64 iterate with X's products, can be below
+    tol while the returned W is not (docs/math.md 6, "Dtypes"). Other tasks keep their
+    report."""
+    band = FLOOR_MISS * floor >= solver.tol
     if not bool(band.any()):
         return info
-    X64, Y64, b64 = X.detach().double(), Y.detach().double(), beta.double()
-    W64 = dual_weights(X.detach(), Y.detach(), beta, lambda1.detach(), lambda2.detach()).double()
+    X64, Y64, b64, W64 = X.detach().double(), Y.detach().double(), beta.double(), W.detach().double()
     l1, l2 = lambda1.detach().double(), lambda2.detach().double()
     primal = primal_objective(X64, Y64, W64, l1, l2, solver.smoothing)
     dual = dual_objective(X64, Y64, b64, l1, l2, solver.smoothing)
@@ -170,11 +171,10 @@ def _certified(X: Tensor, Y: Tensor, beta: Tensor, lambda1: Tensor, lambda2: Ten
                       gap=gap, converged=gap <= solver.tol)
 
 
-def _stopped_by_rounding(X: Tensor, lambda1: Tensor, lambda2: Tensor, info: SolverInfo) -> Tensor:
-    """The unconverged tasks [B] that stopped within FLOOR_MISS x their ``rounding_floor``:
+def _stopped_by_rounding(info: SolverInfo, floor: Tensor) -> Tensor:
+    """The unconverged tasks [B] that stopped within FLOOR_MISS x their rounding floor [B]:
     X's dtype may be what stopped them, not the iteration cap (a solve cut short on
     purpose, e.g. max_iter = 5, ends far above it and is left alone)."""
-    floor = rounding_floor(X, lambda1, lambda2)
     return ~info.converged & (floor > 0) & (info.gap <= FLOOR_MISS * floor)
 
 

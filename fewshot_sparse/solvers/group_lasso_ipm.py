@@ -198,7 +198,7 @@ class InteriorPointSolver:
         # a task whose best gap stays near X's rounding floor without halving over
         # _STALL_CHECKS checks has stalled there: it stops (unconverged; the fit then runs
         # in float64, implicit/group_lasso_svm_grad.py) rather than run to max_iter
-        near_floor = _STALL_NEAR * rounding_floor(X, l1, l2)
+        near_floor = _STALL_NEAR * rounding_floor(X, l1, l2) if smooth and X.dtype != WORK else None
         best_gaps = []
         for k in range(self.max_iter + 1):
             if k % self.check_every == 0 or k == self.max_iter:
@@ -208,9 +208,10 @@ class InteriorPointSolver:
                 iters = torch.where(better, k, iters)
                 want = ~done & (out[2] > self.tol) & (gap < self.polish_below)
                 finished = done | (out[2] <= self.tol)
-                best_gaps.append(out[2])
-                if len(best_gaps) > _STALL_CHECKS:
-                    finished = finished | ((out[2] <= near_floor) & (out[2] > 0.5 * best_gaps.pop(0)))
+                if near_floor is not None:
+                    best_gaps.append(out[2])
+                    if len(best_gaps) > _STALL_CHECKS:
+                        finished = finished | ((out[2] <= near_floor) & (out[2] > 0.5 * best_gaps.pop(0)))
                 flags = [want.any(), finished.all()] + ([st["count"]] if bucketed else [])
                 polish, stop, *count = torch.stack(flags).tolist()  # the one host sync
                 if k > 0 and polish:  # (a second one where it polishes)
