@@ -11,7 +11,7 @@ from torch import Tensor
 
 from fewshot_sparse.solvers.dual_hessian import hessian_factors
 from fewshot_sparse.solvers.group_lasso_dual import dual_gradient, gram, lipschitz_constant
-from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, cholesky_solve, class_block
+from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, cholesky_solve, class_block, lower_gram
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 
@@ -126,7 +126,7 @@ def kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs: Tensor, free: Tensor)
     if f.Xg is not None:
         GQ = torch.einsum("bica,bmc->biam", Q, f.G.to(torch.float64))  # [B, S, k, m]
         Zr = (f.Xg.to(torch.float64)[:, :, None, :] * GQ).reshape(B, S * k, -1)
-        R.baddbmm_(Zr, Zr.mT)
+        lower_gram(Zr, torch.float64, out=R)  # the lower triangle: all the Cholesky reads
     scale = f.diagonal(W).amax((1, 2))[:, None, None]
     # kkt_solve's Tikhonov ridge; H = 0 (every group off, s = 0) gets a unit one: then u is
     # the projected right-hand side, not an overflow

@@ -138,16 +138,17 @@ class NullSpaceSystem:
 _GRAM_ROW_BLOCKS = 3  # 2/3 of the product's flops; more blocks are smaller products (measured)
 
 
-def lower_gram(Z: Tensor, dtype: torch.dtype) -> Tensor:
-    """Z Z^T [B, n, n] in ``dtype`` for Z [B, n, m], its lower triangle and diagonal exact,
-    above it partly zeros, partly the product (whole row blocks, each row block r0:r1
-    times the rows :r1): a matrix only for a Cholesky factorisation, which reads the lower
-    triangle alone (LAPACK's and cuSOLVER's potrf with uplo = L)."""
+def lower_gram(Z: Tensor, dtype: torch.dtype, out: Optional[Tensor] = None) -> Tensor:
+    """Z Z^T [B, n, n] in ``dtype`` for Z [B, n, m] (added to ``out`` where given), its
+    lower triangle and diagonal exact, above it partly zeros, partly the product (whole row
+    blocks, each row block r0:r1 times the rows :r1): a matrix only for a Cholesky
+    factorisation, which reads the lower triangle alone (LAPACK's and cuSOLVER's potrf with
+    uplo = L)."""
     B, n, _ = Z.shape
-    R = torch.zeros(B, n, n, dtype=dtype, device=Z.device)
+    R = torch.zeros(B, n, n, dtype=dtype, device=Z.device) if out is None else out
     edges = [round(n * j / _GRAM_ROW_BLOCKS) for j in range(_GRAM_ROW_BLOCKS + 1)]
     for r0, r1 in zip(edges[:-1], edges[1:]):
-        R[:, r0:r1, :r1] = torch.bmm(Z[:, r0:r1], Z[:, :r1].transpose(1, 2))
+        R[:, r0:r1, :r1] += torch.bmm(Z[:, r0:r1], Z[:, :r1].transpose(1, 2))
     return R
 
 

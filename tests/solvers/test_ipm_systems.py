@@ -96,6 +96,8 @@ def test_lower_gram_and_the_cholesky_that_reads_only_it(device):
     full = Z @ Z.mT
     torch.testing.assert_close(lower_gram(Z, F64).tril(), full.tril(), rtol=1e-13, atol=1e-12)
     torch.testing.assert_close(lower_gram(Z.float(), F64).tril(), full.tril(), rtol=1e-5, atol=1e-4)
+    base = torch.randn(3, 31, 31, generator=g, dtype=F64).to(device)
+    torch.testing.assert_close(lower_gram(Z, F64, out=base.clone()).tril(), (base + full).tril(), rtol=1e-13, atol=1e-12)
     M = full + torch.eye(31, dtype=F64, device=device)
     upper_nan = M.tril() + torch.full_like(M, float("nan")).triu(1)
     torch.testing.assert_close(torch.linalg.cholesky_ex(upper_nan)[0], torch.linalg.cholesky(M), rtol=0, atol=0)
