@@ -160,8 +160,7 @@ class InteriorPointSolver:
             beta = 0.99 * b0 + 0.01 * beta if moved is None else torch.where(moved, 0.99 * b0 + 0.01 * beta, beta)
         pairs = None
         if smooth:  # first nearly on the kinks, for the multipliers' start below
-            V = correlations(X, Yw - beta)
-            pairs = central_pairs(V, l1, l2, (_FIRST_PAIRS * l1) ** 2 / l2)
+            pairs = central_pairs(row_norms(correlations(X, Yw - beta)), l1, l2, (_FIRST_PAIRS * l1) ** 2 / l2)
         _, (p, d, gap), V, n, gm = evaluate(c, o, beta, pairs[0] if pairs else None)  # the steps follow gm, the model's gradient
         # multipliers' start (docs/math.md, 6): z = theta * spread_i on every entry of row
         # i, nu_i the row mean of z - grad; the dual residual starts at the gradient's
@@ -173,7 +172,7 @@ class InteriorPointSolver:
         nu = (z - gm).mean(-1, keepdim=True)
         if smooth:  # the group pairs start on their central path (math.md 6, "Group pairs")
             weight = min(1.0, S * W / X.shape[-1])  # their total p q / lambda2 at most n mu0
-            pairs = central_pairs(V, l1, l2, weight * (beta * z).mean((1, 2), keepdim=True))
+            pairs = central_pairs(n, l1, l2, weight * (beta * z).mean((1, 2), keepdim=True))
             _, (p, d, gap), V, n, gm = evaluate(c, o, beta, pairs[0])
 
         out_beta, out = beta.clone(), (p.clone(), d.clone(), gap.clone())
@@ -230,8 +229,8 @@ class InteriorPointSolver:
                 if screen:
                     keep = safe_groups(st["V"], col_norms, l1, l2, s, p - d)
                     if int(keep.sum(-1).max()) <= _COMPACT_BELOW * keep.shape[-1]:
-                        loop.consts["X"], V, col_norms, pairs = _compact(keep, loop.consts["X"], st, col_norms, l1, l2)
-                        loop.write(V=V, norms=row_norms(V), excess=pairs[0], slack=pairs[1])
+                        loop.consts["X"], V, n, col_norms, pairs = _compact(keep, loop.consts["X"], st, col_norms, l1, l2)
+                        loop.write(V=V, norms=n, excess=pairs[0], slack=pairs[1])
                         loop.write(merit=state_merit(loop.state, l1, l2, loop.consts["on"]))
             loop.step()
             st = loop.state
@@ -293,18 +292,20 @@ def _gather_width(count: int, D: int) -> Optional[int]:
 
 
 def _compact(keep: Tensor, X: Tensor, st, col_norms: Tensor, l1: Tensor, l2: Tensor):
-    """Keep the columns ``keep`` [B, D] of X [B, S, D] (rows of V [B, D, W], entries of
-    col_norms and of the group pairs [B, D]); tasks with fewer kept columns are padded with
-    zero columns, which are never active (their pairs on the central path at V_j = 0)."""
+    """Keep the columns ``keep`` [B, D] of X [B, S, D] (rows of V [B, D, W], entries of its
+    row norms, of col_norms and of the group pairs [B, D]); tasks with fewer kept columns
+    are padded with zero columns, which are never active (their pairs on the central path
+    at V_j = 0)."""
     m = int(keep.sum(-1).max())
     order = torch.argsort(keep.to(torch.int8), dim=-1, descending=True, stable=True)[:, :m]
     kept = torch.gather(keep, 1, order)
     Xc = torch.gather(X, 2, order[:, None, :].expand(-1, X.shape[1], -1)) * kept[:, None, :]
     V = st["V"]
     Vc = torch.gather(V, 1, order[..., None].expand(-1, -1, V.shape[-1])) * kept[..., None]
-    pad = central_pairs(Vc, l1, l2, (st["beta"] * st["z"]).mean((1, 2), keepdim=True))
+    nc = torch.gather(st["norms"], 1, order) * kept
+    pad = central_pairs(nc, l1, l2, (st["beta"] * st["z"]).mean((1, 2), keepdim=True))
     pairs = tuple(torch.where(kept, torch.gather(st[k], 1, order), pd) for k, pd in zip(("excess", "slack"), pad))
-    return Xc, Vc, torch.gather(col_norms, 1, order) * kept, pairs
+    return Xc, Vc, nc, torch.gather(col_norms, 1, order) * kept, pairs
 
 
 def _keep(mask: Tensor, beta: Tensor, out_beta: Tensor, vals, out):

@@ -28,14 +28,15 @@ import torch
 from torch import Tensor
 
 from fewshot_sparse.solvers.group_lasso_dual import correlations
-from fewshot_sparse.solvers.prox import reciprocal_or_zero, row_norms
+from fewshot_sparse.solvers.prox import reciprocal_or_zero
 
 
-def central_pairs(V: Tensor, l1: Tensor, l2: Tensor, mu: Tensor) -> Tuple[Tensor, Tensor]:
-    """(p, q) [B, D] on the central path at beta: q = lambda1 + p - ||V_j|| and
-    p q / lambda2 = mu, i.e. p the CHKS smoothing (u + sqrt(u^2 + 4 lambda2 mu)) / 2 of
-    u = ||V_j|| - lambda1; l1, l2, mu [B, 1, 1]."""
-    u = row_norms(V).to(mu.dtype) - l1[:, :, 0]
+def central_pairs(norms: Tensor, l1: Tensor, l2: Tensor, mu: Tensor) -> Tuple[Tensor, Tensor]:
+    """(p, q) [B, D] on the central path at beta, from the row norms ||V_j|| [B, D] of
+    V = X^T (Y - beta): q = lambda1 + p - ||V_j|| and p q / lambda2 = mu, i.e. p the CHKS
+    smoothing (u + sqrt(u^2 + 4 lambda2 mu)) / 2 of u = ||V_j|| - lambda1; l1, l2, mu
+    [B, 1, 1]."""
+    u = norms.to(mu.dtype) - l1[:, :, 0]
     p = 0.5 * (u + torch.sqrt(u * u + 4.0 * l2[:, :, 0] * mu[:, :, 0]))
     return p, p - u
 

@@ -32,7 +32,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     shrunk_norms,
 )
 from fewshot_sparse.solvers.ipm_groups import GroupPairs, model_shrink
-from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search
+from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search, point_after
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem
 from fewshot_sparse.solvers.prox import block_soft_threshold, row_norms
 
@@ -95,7 +95,7 @@ def iteration(st, c, o: Options, system=None):
     else:
         if o.smooth:
             alpha, merit = batched_line_search(X, Y, l1, l2, c["on"], s, st, step)
-        point = _point_after(st, step, alpha, o.smooth)
+        point = point_after(st, step, alpha, o.smooth)
     beta = point[0]
     out = dict(beta=beta, nu=point[1], z=point[2], ridge=ridge, done=st["done"])
     if o.smooth:
@@ -107,15 +107,6 @@ def iteration(st, c, o: Options, system=None):
     if "count" in st:  # the sync-free gather's width is read from it at the check
         out["count"] = rank_one_count(V, n, l1, out["excess"], out["slack"])
     return out
-
-
-def _point_after(st, step, alpha: Tensor, pairs: bool) -> tuple:
-    """(beta, nu, z[, excess, slack]) a step alpha [B, 1, 1] along ``step`` from the state's
-    point (the same sums as ipm_line_search.backtrack's candidates)."""
-    point = (st["beta"] + alpha * step.d_beta, st["nu"] + alpha * step.d_nu, st["z"] + alpha * step.d_z)
-    if pairs:
-        point += (st["excess"] + alpha[..., 0] * step.d_p, st["slack"] + alpha[..., 0] * step.d_q)
-    return point
 
 
 def rank_one_count(V: Tensor, norms: Tensor, l1: Tensor, excess: Tensor, slack: Tensor) -> Tensor:

@@ -49,24 +49,32 @@ def state_merit(st, l1: Tensor, l2: Tensor, on: Tensor) -> Tensor:
     return merit(st["gm"], st["beta"], st["nu"], st["z"], pair_residual(st["norms"], p, q, l1, on), p * q * (on / l2[:, :, 0]), on)
 
 
+def point_after(st, step, alpha: Tensor, pairs: bool) -> tuple:
+    """(beta, nu, z[, excess, slack]) a step alpha [B, 1, 1] along ``step`` from the point
+    of state ``st`` (with the group pairs' excess and slack where ``pairs``)."""
+    point = (st["beta"] + alpha * step.d_beta, st["nu"] + alpha * step.d_nu, st["z"] + alpha * step.d_z)
+    if pairs:
+        point += (st["excess"] + alpha[..., 0] * step.d_p, st["slack"] + alpha[..., 0] * step.d_q)
+    return point
+
+
 def backtrack(evaluate: Callable, l1: Tensor, l2: Tensor, on: Tensor, st, step, halvings: int = HALVINGS) -> Tuple[Tensor, tuple, Tensor, tuple]:
     """(the step length [B, 1, 1] for ``step`` from the point of state ``st``, the
     evaluation at the chosen point, its merit [B, 1, 1], the point (beta, nu, z, excess,
     slack)). ``evaluate(beta, excess)`` returns (grad f, gaps, V, V's row norms, model
     gradient), as ipm_iteration.evaluate."""
-    beta, nu, z, p, q = st["beta"], st["nu"], st["z"], st["excess"], st["slack"]
     on_l2 = on / l2[:, :, 0]
     base = st["merit"]
     chosen = torch.zeros_like(base, dtype=torch.bool)
     best = None
     for k in range(halvings + 1):
         a = step.alpha / 2.0**k
-        b, n_, z_ = beta + a * step.d_beta, nu + a * step.d_nu, z + a * step.d_z
-        p_, q_ = p + a[..., 0] * step.d_p, q + a[..., 0] * step.d_q
+        point = point_after(st, step, a, pairs=True)
+        b, n_, z_, p_, q_ = point
         ev = evaluate(b, p_)
         m = merit(ev[-1], b, n_, z_, pair_residual(ev[3], p_, q_, l1, on), p_ * q_ * on_l2, on)
         accept = ~chosen & (m <= GROWTH * base)
-        candidate = (a, m, ev, (b, n_, z_, p_, q_))
+        candidate = (a, m, ev, point)
         if best is None:  # the first candidate is the one to beat
             best = candidate
         else:

@@ -73,7 +73,7 @@ def test_pairs_start_on_their_central_path():
     l1 = (0.5 * lambda1_all_off(X, Y)).reshape(2, 1, 1)
     l2 = torch.tensor([0.1, 3.0], dtype=F64).reshape(2, 1, 1)
     mu = torch.tensor([1e-2, 1e-6], dtype=F64).reshape(2, 1, 1)
-    p, q = central_pairs(V, l1, l2, mu)
+    p, q = central_pairs(V.norm(dim=-1), l1, l2, mu)
     assert (p > 0).all() and (q > 0).all()
     torch.testing.assert_close(p * q / l2[:, :, 0], mu[:, :, 0].expand_as(p), rtol=1e-9, atol=0)
     torch.testing.assert_close(V.norm(dim=-1) + q - l1[:, :, 0] - p, torch.zeros_like(p), rtol=0, atol=1e-12)

@@ -123,7 +123,7 @@ def test_a_static_gather_width_gives_the_same_hessian(paired):
     l1 = (torch.tensor([0.0, 0.4, 0.4], dtype=F64) * lambda1_all_off(X, Y)).reshape(3, 1, 1)
     l2 = torch.tensor([0.5, 1.0, 2.0], dtype=F64).reshape(3, 1, 1)
     V = X.transpose(1, 2) @ (Y - beta)
-    pairs = central_pairs(V, l1, l2, torch.full_like(l2, 1e-3)) if paired else None
+    pairs = central_pairs(V.norm(dim=-1), l1, l2, torch.full_like(l2, 1e-3)) if paired else None
     count = int(curvature(V, l1, pairs)[3].sum(-1).max())
     assert 8 < count < 190
 
