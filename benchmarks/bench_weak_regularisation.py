@@ -47,7 +47,7 @@ def main(argv=None) -> None:
                     cells.append(f"{str(dtype)[6:]}: {int(info.iterations.max()):3d} it, "
                                  f"{int((~info.converged).sum())}/8 unc, gap {float(info.gap.max()):.1e}, "
                                  f"{time.process_time() - t:4.1f} s")
-                promoted = "float64 inside" if needs_float64(X, l1, l2, args.tol) else ""
+                promoted = "float64 inside" if needs_float64(X, l2, args.tol) else ""
                 print(f"{feat:8s} lambda2 {l2:<6g} lambda2/|x|^2 {l2 / sq:.1e} lambda1 {kind:6s} | "
                       + " | ".join(cells) + f" {promoted}", flush=True)
 

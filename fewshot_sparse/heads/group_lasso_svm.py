@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor, nn
 
 from fewshot_sparse.heads.common import HyperParameter, active_rows, one_hot, solve_dtype
@@ -34,7 +35,8 @@ def _warm_start(beta0: Optional[Tensor], labels: Tensor, n_way: int, dtype, devi
                          f"HeadOutput.beta of the same episodes), got {got}")
     if not bool(beta0.isfinite().all()):
         raise ValueError("beta0 (the warm start) holds NaN or inf values")
-    return beta0.detach().to(dtype=dtype, device=device)
+    # never below the solve's dtype, never rounded down (HeadOutput.beta may be float64)
+    return beta0.detach().to(dtype=torch.promote_types(dtype, beta0.dtype), device=device)
 
 
 class ConvergenceWarning(RuntimeWarning):

@@ -19,7 +19,8 @@ class HeadOutput:
     active  [B, D]     bool, the features the task uses (non-zero weight row)
     info    the solver's per-task report, or None for closed-form heads
     beta    [B, S, W]  the dual solution (group-Lasso SVM heads; None for the others),
-            detached: ``head(..., beta0=out.beta)`` warm-starts the same episodes
+            detached, float64 from the interior-point solver:
+            ``head(..., beta0=out.beta)`` warm-starts the same episodes
     """
 
     logits: torch.Tensor

@@ -41,13 +41,18 @@ from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 
 class _ImplicitGroupLassoSVM(torch.autograd.Function):
-    """W = W(beta*) with beta* given (solved outside); backward by implicit differentiation."""
+    """W = W(beta*) with beta* given (solved outside); backward by implicit differentiation.
+    X64, where given, is X in float64: W is then formed from it and rounded to X's dtype
+    (X^T (Y - beta) cancels: formed in float32 on ResNet-12 features it was up to 0.14
+    from optimal, docs/math.md 6, "Dtypes")."""
 
     @staticmethod
-    def forward(ctx, X, lambda1, lambda2, Y, beta, smoothing):
+    def forward(ctx, X, lambda1, lambda2, Y, beta, smoothing, X64=None):
         ctx.save_for_backward(X, lambda1, lambda2, Y, beta)
         ctx.smoothing = smoothing
-        return dual_weights(X, Y, beta, lambda1, lambda2)
+        if X64 is None:
+            return dual_weights(X, Y, beta, lambda1, lambda2)
+        return dual_weights(X64, Y, beta.double(), lambda1.double(), lambda2.double()).to(X.dtype)
 
     @staticmethod
     def backward(ctx, G):
@@ -55,7 +60,7 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
         s = ctx.smoothing
         need = ctx.needs_input_grad[:3]
         if not any(need):
-            return None, None, None, None, None, None
+            return None, None, None, None, None, None, None
         B = X.shape[0]
         with torch.enable_grad():
             Xd = X.detach().requires_grad_(need[0])
@@ -79,7 +84,7 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
                 out.append(torch.zeros_like(z) if gz is None else gz)
             else:
                 out.append(None)
-        return out[0], out[1], out[2], None, None, None
+        return out[0], out[1], out[2], None, None, None, None
 
 
 def group_lasso_svm_fit(
@@ -92,14 +97,13 @@ def group_lasso_svm_fit(
     beta0: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, SolverInfo]:
     """Fit B group-Lasso SVMs; returns (W [B, D, W] differentiable w.r.t. X, lambda1 and
-    lambda2; beta [B, S, W] detached; per-task SolverInfo).
+    lambda2; beta [B, S, W] detached, float64 from the interior point; per-task SolverInfo).
 
     mode "implicit": gradients from the optimality conditions (docs/math.md, 7), exact at
     the solution, cost independent of the iteration count and of the algorithm. mode
     "unrolled": plain FISTA (Newton polish off) replayed under autograd, for comparison
-    only. Where X's dtype is too coarse for solver.tol (``needs_float64``: lambda1 > 0 and
-    lambda2 small against ||x||^2), the whole fit runs in float64 and W comes back in X's
-    dtype. Near X's rounding floor the report is the gap of the W returned, evaluated in
+    only. Where X's dtype is too coarse for solver.tol (``needs_float64``: lambda2 small
+    against ||x||^2), the whole fit runs in float64 and W comes back in X's dtype. Near X's rounding floor the report is the gap of the W returned, evaluated in
     float64, and tasks that miss tol there are fitted again in float64, warm-started
     (``iterations`` then counts both fits)."""
     if mode not in ("implicit", "unrolled"):
@@ -107,11 +111,11 @@ def group_lasso_svm_fit(
     check_inputs(X, Y)
     lambda1 = torch.as_tensor(lambda1, dtype=X.dtype, device=X.device)
     lambda2 = torch.as_tensor(lambda2, dtype=X.dtype, device=X.device)
-    if needs_float64(X, lambda1, lambda2, solver.tol):  # weak regularisation (docs/math.md, 6)
+    if needs_float64(X, lambda2, solver.tol):  # weak regularisation (docs/math.md, 6)
         W, beta, info = group_lasso_svm_fit(
             X.double(), Y.double(), lambda1.double(), lambda2.double(), solver, mode,
             None if beta0 is None else beta0.double())
-        return W.to(X.dtype), beta.to(X.dtype), info_to(info, X.dtype)
+        return W.to(X.dtype), beta, info_to(info, X.dtype)
     if mode == "unrolled":  # plain FISTA, so that the replay follows the same iterates
         solver = dataclasses.replace(solver, method="fista", polish=False)
     beta, info = solver.run(X, Y, lambda1, lambda2, beta0=beta0)
@@ -119,13 +123,14 @@ def group_lasso_svm_fit(
     if mode == "unrolled":
         beta_u = unrolled_fista(X, Y, lambda1, lambda2, solver.smoothing, info.iterations, beta0=beta0)
         return dual_weights(X, Y, beta_u, lambda1, lambda2), beta, info
-    W = _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing))
-    if X.dtype != torch.float64:
+    X64 = X.detach().double() if X.dtype != torch.float64 else None
+    W = _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing), X64)
+    if X64 is not None:
         # near X's rounding floor: the gap of what is returned, and where that misses tol
         # (the floor's estimate is low by up to 10x on some features, docs/math.md 6,
         # "Dtypes") those tasks fitted again in float64, warm-started
-        floor = rounding_floor(X, lambda1, lambda2)
-        info = _certified(X, Y, W, beta, lambda1, lambda2, solver, info, floor)
+        floor = rounding_floor(X, lambda2)
+        info = _certified(X64, Y, W, beta, lambda1, lambda2, solver, info, floor)
         redo = _stopped_by_rounding(info, floor)
         if bool(redo.any()):
             return _refit_in_float64(X, Y, lambda1, lambda2, solver, W, beta, info, redo)
@@ -150,17 +155,17 @@ def _refit_in_float64(X, Y, lambda1, lambda2, solver, W, beta, info: SolverInfo,
     return W.index_put((idx,), W_r.to(W.dtype)), beta, SolverInfo(**fields)
 
 
-def _certified(X: Tensor, Y: Tensor, W: Tensor, beta: Tensor, lambda1: Tensor, lambda2: Tensor,
+def _certified(X64: Tensor, Y: Tensor, W: Tensor, beta: Tensor, lambda1: Tensor, lambda2: Tensor,
                solver: GroupLassoSVMDual, info: SolverInfo, floor: Tensor) -> SolverInfo:
     """``info`` with the tasks whose rounding floor [B] is within FLOOR_MISS of tol
-    re-certified: the relative gap of the W and beta returned in X's dtype, evaluated in
-    float64. The solver's own gap, at its float64 iterate with X's products, can be below
+    re-certified: the relative gap of the W and beta returned, evaluated in float64 (X64
+    is X in float64). The solver's own gap, at its float64 iterate with X's products, can be below
     tol while the returned W is not (docs/math.md 6, "Dtypes"). Other tasks keep their
     report."""
     band = FLOOR_MISS * floor >= solver.tol
     if not bool(band.any()):
         return info
-    X64, Y64, b64, W64 = X.detach().double(), Y.detach().double(), beta.double(), W.detach().double()
+    Y64, b64, W64 = Y.detach().double(), beta.double(), W.detach().double()
     l1, l2 = lambda1.detach().double(), lambda2.detach().double()
     primal = primal_objective(X64, Y64, W64, l1, l2, solver.smoothing)
     dual = dual_objective(X64, Y64, b64, l1, l2, solver.smoothing)

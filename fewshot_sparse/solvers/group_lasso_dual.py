@@ -68,26 +68,26 @@ _ROUNDING_FLOOR = 0.5  # fitted on D = 64 / 640 / 16,000 features (math.md 6, "D
 FLOOR_MISS = 100.0  # a stopped gap within this factor of rounding_floor: X's rounding may be why
 
 
-def rounding_floor(X: Tensor, lambda1: Scalar, lambda2: Scalar) -> Tensor:
+def rounding_floor(X: Tensor, lambda2: Scalar) -> Tensor:
     """The relative duality gap [B] below which X's dtype cannot certify a solve, estimated
-    (docs/math.md, 6, "Dtypes"): for lambda1 > 0 the weights come from the difference
-    ||V_j|| - lambda1 = lambda2 ||W_j||, which correlations rounded at u (X's unit
-    roundoff) resolve to about 0.5 u mean ||x_i||^2 / lambda2 * sqrt(S / D) (round-off adds
-    up like a random walk over the S points and the D features); 0 where lambda1 = 0 (that
-    path reads X X^T in float64) or X is float64."""
+    (docs/math.md, 6, "Dtypes"): W and the gradients come from products with X, which
+    cancel (V = X^T (Y - beta) and X W are small against their terms), and for lambda1 > 0
+    an active group's weights from the difference ||V_j|| - lambda1 = lambda2 ||W_j||;
+    products rounded at u (X's unit roundoff) resolve the gap to about
+    0.5 u mean ||x_i||^2 / lambda2 * sqrt(S / D) (round-off adds up like a random walk
+    over the S points and the D features). 0 where X is float64."""
     B, S, D = X.shape
-    l1, l2 = task_param(lambda1, B, X).detach().flatten(), task_param(lambda2, B, X).detach().flatten()
+    l2 = task_param(lambda2, B, X).detach().flatten()
     if X.dtype == torch.float64:
-        return torch.zeros_like(l1)
+        return torch.zeros_like(l2)
     sq = (X.detach() * X.detach()).sum(-1).mean(-1)  # [B] mean ||x_i||^2
-    floor = _ROUNDING_FLOOR * (torch.finfo(X.dtype).eps / 2) * sq / l2 * (S / max(D, 1)) ** 0.5
-    return torch.where(l1 > 0, floor, 0.0)
+    return _ROUNDING_FLOOR * (torch.finfo(X.dtype).eps / 2) * sq / l2 * (S / max(D, 1)) ** 0.5
 
 
-def needs_float64(X: Tensor, lambda1: Scalar, lambda2: Scalar, tol: float) -> bool:
+def needs_float64(X: Tensor, lambda2: Scalar, tol: float) -> bool:
     """Whether X's dtype is too coarse for a solve to ``tol``: some task's
     ``rounding_floor`` above tol / 2 (weak regularisation; one host sync)."""
-    return bool((rounding_floor(X, lambda1, lambda2) > tol / 2).any())
+    return bool((rounding_floor(X, lambda2) > tol / 2).any())
 
 
 def correlations(X: Tensor, R: Tensor) -> Tensor:

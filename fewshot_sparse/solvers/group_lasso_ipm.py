@@ -19,7 +19,8 @@ synchronisation is the convergence check every ``check_every`` iterations, and o
 each iteration (ipm_iteration.py, a function of its state and constants only) is replayed
 as one captured CUDA graph (graph_loop.py). Dtype policy: products with the features run
 in X's dtype (float32 for float32 features), everything of size S W (iterates, Newton
-matrices, Cholesky factors) in float64, where the barrier's 1e±12 diagonal spread needs it.
+matrices, Cholesky factors) in float64, where the barrier's 1e±12 diagonal spread needs it;
+beta comes back in float64.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ class InteriorPointSolver:
     ) -> Tuple[Tensor, SolverInfo]:
         """Solve B tasks at once. X [B, S, D], Y [B, S, W] one-hot; lambda1 / lambda2 of
         shape [] or [B]; beta0 [B, S, W] an optional warm start (pulled into the interior).
-        Returns beta [B, S, W] in X's dtype and the per-task SolverInfo. No autograd."""
+        Returns beta [B, S, W] in float64, the iterates' dtype (Y - beta, from which W is
+        formed, is tiny on nearly one-hot rows and would lose its digits in float32), and
+        the per-task SolverInfo in X's dtype. No autograd."""
         with torch.no_grad():
             return self._run(X.detach(), Y.detach(), lambda1, lambda2, beta0)
 
@@ -128,7 +131,7 @@ class InteriorPointSolver:
         # (ipm_groups.py, docs/math.md 6); the gaps, the stopping test and the polish use f
         smooth = K is None
         out_dtype = X.dtype
-        if smooth and needs_float64(X, l1, l2, self.tol):  # weak regularisation: float32 is too coarse
+        if smooth and needs_float64(X, l2, self.tol):  # weak regularisation: float32 is too coarse
             X = c["X"] = X.to(WORK)
         sync_free = X.device.type != "cpu" if self.sync_free is None else self.sync_free
         graph = (sync_free and X.device.type == "cuda") if self.cuda_graph is None else self.cuda_graph
@@ -197,7 +200,7 @@ class InteriorPointSolver:
         # a task whose best gap stays near X's rounding floor without halving over
         # _STALL_CHECKS checks has stalled there: it stops (unconverged; the fit then runs
         # in float64, implicit/group_lasso_svm_grad.py) rather than run to max_iter
-        near_floor = _STALL_NEAR * rounding_floor(X, l1, l2) if smooth and X.dtype != WORK else None
+        near_floor = _STALL_NEAR * rounding_floor(X, l2) if smooth and X.dtype != WORK else None
         best_gaps = []
         for k in range(self.max_iter + 1):
             if k % self.check_every == 0 or k == self.max_iter:
@@ -237,7 +240,7 @@ class InteriorPointSolver:
 
         beta_out = out_beta / out_beta.sum(-1, keepdim=True)  # exact row sums (round-off)
         info = SolverInfo(iterations=iters, primal=out[0], dual=out[1], gap=out[2], converged=out[2] <= self.tol)
-        return beta_out.to(out_dtype), info_to(info, out_dtype)
+        return beta_out, info_to(info, out_dtype)
 
     def _polish(self, X, Yw, beta, z, l1, l2, K, want, out_beta, out):
         """Face-Newton candidates from the current iterate, kept where they lower the gap."""

@@ -74,6 +74,8 @@ class GroupLassoSVMDual:
         self, X: Tensor, Y: Tensor, lambda1: Scalar, lambda2: Scalar, beta0: Optional[Tensor] = None
     ) -> Tuple[Tensor, SolverInfo]:
         """Solve B tasks at once: X [B, S, D], Y [B, S, W] one-hot, lambda1 / lambda2 of
-        shape [] or [B], beta0 an optional warm start. Returns (beta [B, S, W], SolverInfo).
-        No autograd: fewshot_sparse.implicit differentiates the solution."""
+        shape [] or [B], beta0 an optional warm start. Returns (beta [B, S, W], SolverInfo);
+        beta in float64 from "ipm" (its iterates' dtype: float32 would cost W its digits,
+        docs/math.md 6, "Dtypes"), in X's dtype from "fista". No autograd:
+        fewshot_sparse.implicit differentiates the solution."""
         return self.algorithm().run(X, Y, lambda1, lambda2, beta0)

