@@ -43,7 +43,7 @@ from fewshot_sparse.solvers.prox import project_rows_to_simplex
 class _ImplicitGroupLassoSVM(torch.autograd.Function):
     """W = W(beta*) with beta* given (solved outside); backward by implicit differentiation.
     X64, where given, is X in float64: W is then formed from it and rounded to X's dtype
-    (X^T (Y - beta) cancels: formed in float32 on ResNet-12 features it was up to 0.14
+    (X^T (Y - beta) cancels: formed in float32 on ResNet-12 features it was up to 0.13
     from optimal, docs/math.md 6, "Dtypes")."""
 
     @staticmethod
@@ -103,9 +103,11 @@ def group_lasso_svm_fit(
     the solution, cost independent of the iteration count and of the algorithm. mode
     "unrolled": plain FISTA (Newton polish off) replayed under autograd, for comparison
     only. Where X's dtype is too coarse for solver.tol (``needs_float64``: lambda2 small
-    against ||x||^2), the whole fit runs in float64 and W comes back in X's dtype. Near X's rounding floor the report is the gap of the W returned, evaluated in
-    float64, and tasks that miss tol there are fitted again in float64, warm-started
-    (``iterations`` then counts both fits)."""
+    against ||x||^2), the whole fit runs in float64 and W comes back in X's dtype. Else W
+    is formed from a float64 copy of X and rounded to X's dtype. Near X's rounding floor
+    the report is the gap of the W returned, evaluated in float64, and tasks that miss tol
+    there are fitted again in float64, warm-started (``iterations`` then counts both
+    fits)."""
     if mode not in ("implicit", "unrolled"):
         raise ValueError(f"mode must be 'implicit' or 'unrolled', got {mode!r}")
     check_inputs(X, Y)
@@ -159,9 +161,9 @@ def _certified(X64: Tensor, Y: Tensor, W: Tensor, beta: Tensor, lambda1: Tensor,
                solver: GroupLassoSVMDual, info: SolverInfo, floor: Tensor) -> SolverInfo:
     """``info`` with the tasks whose rounding floor [B] is within FLOOR_MISS of tol
     re-certified: the relative gap of the W and beta returned, evaluated in float64 (X64
-    is X in float64). The solver's own gap, at its float64 iterate with X's products, can be below
-    tol while the returned W is not (docs/math.md 6, "Dtypes"). Other tasks keep their
-    report."""
+    is X in float64). The solver's own gap, at its float64 iterate with X's products, can
+    be below tol while the returned W is not (docs/math.md 6, "Dtypes"). Other tasks keep
+    their report."""
     band = FLOOR_MISS * floor >= solver.tol
     if not bool(band.any()):
         return info
