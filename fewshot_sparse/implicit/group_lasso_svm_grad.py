@@ -25,7 +25,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     Scalar,
     check_inputs,
     dual_gradient,
-    dual_objective,
+    dual_value,
     dual_weights,
     lipschitz_constant,
     needs_float64,
@@ -42,17 +42,17 @@ from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 class _ImplicitGroupLassoSVM(torch.autograd.Function):
     """W = W(beta*) with beta* given (solved outside); backward by implicit differentiation.
-    X64, where given, is X in float64: W is then formed from it and rounded to X's dtype
-    (X^T (Y - beta) cancels: formed in float32 on ResNet-12 features it was up to 0.13
-    from optimal, docs/math.md 6, "Dtypes")."""
+    W64, where given, is W(beta*) already formed in float64 (from X in float64: X^T (Y -
+    beta) cancels, and formed in float32 on ResNet-12 features W was up to 0.13 from
+    optimal, docs/math.md 6, "Dtypes"); the forward rounds it to X's dtype."""
 
     @staticmethod
-    def forward(ctx, X, lambda1, lambda2, Y, beta, smoothing, X64=None):
+    def forward(ctx, X, lambda1, lambda2, Y, beta, smoothing, W64=None):
         ctx.save_for_backward(X, lambda1, lambda2, Y, beta)
         ctx.smoothing = smoothing
-        if X64 is None:
+        if W64 is None:
             return dual_weights(X, Y, beta, lambda1, lambda2)
-        return dual_weights(X64, Y, beta.double(), lambda1.double(), lambda2.double()).to(X.dtype)
+        return W64.to(X.dtype)
 
     @staticmethod
     def backward(ctx, G):
@@ -125,17 +125,19 @@ def group_lasso_svm_fit(
     if mode == "unrolled":
         beta_u = unrolled_fista(X, Y, lambda1, lambda2, solver.smoothing, info.iterations, beta0=beta0)
         return dual_weights(X, Y, beta_u, lambda1, lambda2), beta, info
-    X64 = X.detach().double() if X.dtype != torch.float64 else None
-    W = _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing), X64)
-    if X64 is not None:
-        # near X's rounding floor: the gap of what is returned, and where that misses tol
-        # (the floor's estimate is low by up to 10x on some features, docs/math.md 6,
-        # "Dtypes") those tasks fitted again in float64, warm-started
-        floor = rounding_floor(X, lambda2)
-        info = _certified(X64, Y, W, beta, lambda1, lambda2, solver, info, floor)
-        redo = _stopped_by_rounding(info, floor)
-        if bool(redo.any()):
-            return _refit_in_float64(X, Y, lambda1, lambda2, solver, W, beta, info, redo)
+    if X.dtype == torch.float64:
+        return _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing)), beta, info
+    X64 = X.detach().double()
+    W64 = dual_weights(X64, Y.double(), beta.double(), lambda1.double(), lambda2.double())
+    W = _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing), W64)
+    # near X's rounding floor: the gap of what is returned, and where that misses tol (the
+    # floor's estimate is low by up to 10x on some features, docs/math.md 6, "Dtypes")
+    # those tasks fitted again in float64, warm-started
+    floor = rounding_floor(X, lambda2)
+    info = _certified(X64, Y, W, W64, beta, lambda1, lambda2, solver, info, floor)
+    redo = _stopped_by_rounding(info, floor)
+    if bool(redo.any()):
+        return _refit_in_float64(X, Y, lambda1, lambda2, solver, W, beta, info, redo)
     return W, beta, info
 
 
@@ -157,20 +159,22 @@ def _refit_in_float64(X, Y, lambda1, lambda2, solver, W, beta, info: SolverInfo,
     return W.index_put((idx,), W_r.to(W.dtype)), beta, SolverInfo(**fields)
 
 
-def _certified(X64: Tensor, Y: Tensor, W: Tensor, beta: Tensor, lambda1: Tensor, lambda2: Tensor,
+def _certified(X64: Tensor, Y: Tensor, W: Tensor, W64: Tensor, beta: Tensor, lambda1: Tensor, lambda2: Tensor,
                solver: GroupLassoSVMDual, info: SolverInfo, floor: Tensor) -> SolverInfo:
     """``info`` with the tasks whose rounding floor [B] is within FLOOR_MISS of tol
     re-certified: the relative gap of the W and beta returned, evaluated in float64 (X64
-    is X in float64). The solver's own gap, at its float64 iterate with X's products, can
-    be below tol while the returned W is not (docs/math.md 6, "Dtypes"). Other tasks keep
-    their report."""
+    is X in float64, W64 = W(beta) formed from it, before W was rounded: its norm gives
+    the dual value without another product). The solver's own gap, at its float64
+    iterate with X's products, can be below tol while the returned W is not (docs/math.md
+    6, "Dtypes"). Other tasks keep their report."""
     band = FLOOR_MISS * floor >= solver.tol
     if not bool(band.any()):
         return info
-    Y64, b64, W64 = Y.detach().double(), beta.double(), W.detach().double()
+    Y64, b64 = Y.detach().double(), beta.double()
     l1, l2 = lambda1.detach().double(), lambda2.detach().double()
-    primal = primal_objective(X64, Y64, W64, l1, l2, solver.smoothing)
-    dual = dual_objective(X64, Y64, b64, l1, l2, solver.smoothing)
+    primal = primal_objective(X64, Y64, W.detach().double(), l1, l2, solver.smoothing)
+    l2b = task_param(l2, X64.shape[0], X64)  # U = lambda2 W: ||U||^2 = lambda2^2 ||W||^2
+    dual = dual_value(Y64, b64, (l2b[:, 0, 0] ** 2) * (W64 * W64).sum((1, 2)), l2b, solver.smoothing)
     gap = (primal - dual) / primal.abs().clamp_min(1.0)
     keep = lambda new, old: torch.where(band, new.to(old.dtype), old)  # noqa: E731
     gap = keep(gap, info.gap)
