@@ -31,12 +31,16 @@ import torch
 from torch import Tensor
 
 
-def _add_to_diagonal(M: Tensor, d: Tensor, ridge: Tensor) -> Tensor:
-    """M += diag(d), then += ridge * max diag(M) * I, in place on a fresh M [..., n, n];
-    d [..., n], ridge broadcastable to [..., 1]."""
+def _add_ridge(M: Tensor, ridge: Tensor, scale: Tensor) -> Tensor:
+    """M += ridge * scale * I in place on a fresh M [..., n, n]; ridge and scale
+    broadcastable to [..., 1]. ``scale`` is the largest diagonal entry of the Hessian part,
+    not of M: the barrier's z / beta reaches 1e11 on the bound entries, and a ridge
+    relative to that is a proximal term far above the curvature of the free face, which
+    cuts each step there to ridge / curvature of its length (docs/math.md 6, "Ridge").
+    Where the Hessian part is zero, M's own largest diagonal entry."""
     diag = M.diagonal(dim1=-2, dim2=-1)
-    diag.add_(d)
-    diag.add_(ridge * diag.amax(-1, keepdim=True))
+    scale = torch.where(scale > 0, scale, diag.amax(-1, keepdim=True))
+    diag.add_(ridge * scale)
     return M
 
 
@@ -74,7 +78,9 @@ class KroneckerSystem:
     def __init__(self, A: Tensor, d: Tensor, ridge: Tensor):
         B, S, W = d.shape
         Mc = A[:, None].expand(B, W, S, S).clone()  # [B, W, S, S]
-        Lc, info = torch.linalg.cholesky_ex(_add_to_diagonal(Mc, d.transpose(1, 2), ridge))
+        scale = A.diagonal(dim1=1, dim2=2).amax(-1)[:, None, None]  # [B, 1, 1]
+        Mc.diagonal(dim1=-2, dim2=-1).add_(d.transpose(1, 2))
+        Lc, info = torch.linalg.cholesky_ex(_add_ridge(Mc, ridge, scale))
         Ls, info_s = torch.linalg.cholesky_ex(sum_of_inverses(Lc, capturable=Lc.is_cuda))  # E M^-1 E^T
         self.Lc, self.Ls = Lc, Ls
         self.ok = ((info == 0).all(1) & (info_s == 0)).reshape(B, 1, 1)
@@ -116,11 +122,14 @@ class NullSpaceSystem:
             R = lower_gram(Zr, d.dtype)
         R5 = R.view(B, S, k, S, k)
         R5.diagonal(dim1=2, dim2=4).add_(factors.Ka[..., None])  # Ka kron I
+        diag = R.diagonal(dim1=1, dim2=2)
+        diag.add_(factors.shift[:, :, 0])
+        scale = diag.amax(-1, keepdim=True)  # the Hessian part's (before the barrier's d)
         # N^T diag(d_i) N per row i, [B, k, k, S] as the diagonal over rows reads it: sum_w
         # d_iw N_w N_w^T, one product with the W outer products (an einsum: 20 small ops)
         outer = (self.N[:, :, None] * self.N[:, None, :]).reshape(W, k * k)
         R5.diagonal(dim1=1, dim2=3).add_((d @ outer).view(B, S, k, k).permute(0, 2, 3, 1))
-        L, info = torch.linalg.cholesky_ex(_add_to_diagonal(R, factors.shift[:, :, 0], ridge[:, :, 0]))
+        L, info = torch.linalg.cholesky_ex(_add_ridge(R, ridge[:, :, 0], scale))
         self.L, self.ok = L, (info == 0).reshape(B, 1, 1)
 
     def solve(self, r: Tensor, need_nu: bool = True) -> Tuple[Tensor, Optional[Tensor]]:

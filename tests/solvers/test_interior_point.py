@@ -205,3 +205,24 @@ def test_groups_tied_at_their_threshold_take_few_newton_iterations():
     l2 = torch.tensor([0.1] * 6 + [1.0] * 6, dtype=X.dtype)
     _, info = GroupLassoSVMDual(tol=1e-6, max_iter=50).run(Xs, Ys, l1, l2)
     assert info.converged.all(), info.summary()
+
+
+@pytest.mark.reference
+def test_a_non_unique_dual_converges():
+    """Each feature column repeated ten times and two identical support points with
+    different labels, s = 0: the dual's optimum is not unique and groups end just below
+    their threshold. Until the fourteenth session the Newton model there overstated the
+    curvature of the optimal face (a folded rank-one term, and a ridge relative to the
+    barrier's 1e11 entries), and the iterates crept at 2% an iteration to a gap of 4e-5
+    (docs/math.md 6, "Curvature gathered" and "Ridge")."""
+    g = torch.Generator().manual_seed(91)
+    X = torch.randn(25, 300, dtype=torch.float64, generator=g)[:, :30].clamp_min(0.0).repeat(1, 10)
+    y = torch.randperm(25, generator=g) % 5
+    X[1] = X[0]
+    Y = torch.nn.functional.one_hot(y, 5).to(X.dtype)
+    l1 = 0.9 * lambda1_max(X.numpy(), Y.numpy())
+    beta, info = GroupLassoSVMDual(tol=1e-6, max_iter=40).run(X[None], Y[None], l1, 0.1)
+    assert info.converged.all(), info.summary()
+    W_star, _ = solve_primal(X.numpy(), Y.numpy(), l1, 0.1)
+    W = dual_weights(X[None], Y[None], beta, l1, 0.1)[0]
+    torch.testing.assert_close(W, torch.from_numpy(W_star), atol=1e-3 * float(W.abs().max()), rtol=0.0)

@@ -135,3 +135,29 @@ def test_a_static_gather_width_gives_the_same_hessian(paired):
     for width in (count, 190):
         torch.testing.assert_close(dense(gather=False, width=width), want, rtol=1e-12, atol=1e-12)
     assert (dense(gather=False, width=count - 5) - want).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["kronecker", "null_space"])
+def test_the_ridge_scales_with_the_hessian_not_the_barrier(kind):
+    """Near the end of a solve z / beta spans 1e-10 (free entries) to 1e11 (bound ones). A
+    ridge of 1e-14 relative to the largest diagonal entry of the whole matrix would add
+    1e-3 to every free entry, far above a face's small curvature; relative to the
+    Hessian's it changes the solve by about 1e-14. (Measured against the dense solve:
+    1.6e-3 and 1e-2 of the largest entry with the old ridge; now 5e-14, and 1.7e-5 for the
+    null-space form, whose rotation mixes entries of a row with d 1e21 apart.)"""
+    X, Y = relu_task(seed=5, S=10, D=40, W=4, batch=2)
+    bound = torch.rand(Y.shape, generator=torch.Generator().manual_seed(0), dtype=F64) < 0.5
+    d = torch.where(bound, 1e11, 1e-10).to(F64)
+    r = torch.randn(Y.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    l2 = torch.full((2, 1, 1), 10.0, dtype=F64)
+    beta = torch.full_like(Y, 0.25)
+    if kind == "kronecker":
+        l1 = torch.zeros_like(l2)
+        system = KroneckerSystem(class_block(X @ X.transpose(1, 2), l2, 0.0), d, torch.full_like(l2, 1e-14))
+    else:
+        l1 = (0.3 * lambda1_all_off(X, Y)).reshape(2, 1, 1)
+        system = NullSpaceSystem(hessian_factors(X, Y, beta, l1, l2, 0.0), d, torch.full_like(l2, 1e-14))
+    assert bool(system.ok.all())
+    d_beta, _ = system.solve(r)
+    ref_beta, _ = dense_newton_solve(dual_hessian(X, Y, beta, l1, l2, 0.0), d, r)
+    torch.testing.assert_close(d_beta, ref_beta, rtol=0.0, atol=1e-4 * float(ref_beta.abs().max()))
