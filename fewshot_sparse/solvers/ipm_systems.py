@@ -36,7 +36,8 @@ def _add_ridge(M: Tensor, ridge: Tensor, scale: Tensor) -> Tensor:
     broadcastable to [..., 1]. ``scale`` is the largest diagonal entry of the Hessian part,
     not of M: the barrier's z / beta reaches 1e11 on the bound entries, and a ridge
     relative to that is a proximal term far above the curvature of the free face, which
-    cuts each step there to ridge / curvature of its length (docs/math.md 6, "Ridge").
+    cuts each step along a direction of curvature h there to h / (h + ridge) of its
+    length (docs/math.md 6, "Ridge").
     Where the Hessian part is zero, M's own largest diagonal entry."""
     diag = M.diagonal(dim1=-2, dim2=-1)
     scale = torch.where(scale > 0, scale, diag.amax(-1, keepdim=True))
