@@ -21,7 +21,7 @@ from fewshot_sparse.solvers.group_lasso_dual import correlations
 from fewshot_sparse.solvers.prox import row_norms
 
 _FOLD = 1e-4  # group pairs: rank-one curvature up to this joins a instead (a majorant, math.md 6)
-_FOLD_RELATIVE = 10.0  # ... and up to this times a (math.md 6, "Curvature gathered")
+_FOLD_RELATIVE = 1000.0  # ... and up to this times a (math.md 6, "Curvature gathered")
 
 
 @dataclass
@@ -82,7 +82,7 @@ def curvature(V: Tensor, l1: Tensor, pairs: Optional[Tuple[Tensor, Tensor]] = No
         # a I + b vv^T with b = radial - a; b < 0 (below the threshold, where the slack
         # exceeds half of lambda1) is raised to 0, and b <= min(_FOLD, _FOLD_RELATIVE a)
         # becomes (a + b) I: both majorants, which keep those groups out of the rank-one
-        # gather. The relative bound: a group just below its threshold has b ~ 1e4 a
+        # gather. The relative bound: a group just below its threshold can have b ~ 1e4 a
         # (radial curvature, hardly any tangential), and (a + b) I there swamps the small
         # curvature of a non-unique dual's face: linear convergence (math.md 6)
         b = (p / (p + q)).to(V.dtype) - a
