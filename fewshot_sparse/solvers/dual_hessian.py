@@ -106,7 +106,7 @@ def hessian_factors(
     X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float,
     gram: Optional[Tensor] = None, V: Optional[Tensor] = None, gather: bool = True,
     pairs: Optional[Tuple[Tensor, Tensor]] = None, width: Optional[int] = None,
-    norms: Optional[Tensor] = None,
+    norms: Optional[Tensor] = None, curvature_at_beta: Optional[Tuple[Tensor, ...]] = None,
 ) -> HessianFactors:
     """The factors of H at beta, in beta's dtype (docs/math.md, 7). ``gram`` = X X^T may be
     passed when lambda1 = 0 in every task (then a = 1, b = 0); ``V`` = X^T (Y - beta) when
@@ -117,7 +117,8 @@ def hessian_factors(
     that no task has more: groups past it would be left out).
     ``pairs`` (p, q) [B, D]: the Newton model of the interior-point solver's group pairs
     (ipm_groups.py; docs/math.md, 6) instead of the generalized Hessian; ``norms``: V's
-    row norms, passed with V."""
+    row norms, passed with V; ``curvature_at_beta``: ``curvature``'s output at this point
+    where the caller has it."""
     B, S, _ = X.shape
     W = Y.shape[-1]
     work = beta.dtype
@@ -126,7 +127,7 @@ def hessian_factors(
     if gram is not None:
         return HessianFactors(gram.to(work) / l2, None, None, shift)
     V = correlations(X, Y - beta) if V is None else V  # [B, D, W]
-    n_safe, a, b, rank_one = curvature(V, l1, pairs, norms)
+    n_safe, a, b, rank_one = curvature(V, l1, pairs, norms) if curvature_at_beta is None else curvature_at_beta
     Ka = torch.bmm(X * a[:, None, :], X.transpose(1, 2)).to(work) / l2
     scale = torch.sqrt(b / l2[:, :, 0].to(X.dtype)) / n_safe  # zero off the rank-one groups
     if not gather and width is None:  # every group, masked: no host sync, D columns

@@ -97,6 +97,13 @@ def correlations(X: Tensor, R: Tensor) -> Tensor:
     return torch.bmm(R.to(X.dtype).transpose(1, 2), X).transpose(1, 2)
 
 
+def feature_products(X: Tensor, U: Tensor) -> Tensor:
+    """X U [B, S, k] for U [B, D, k], in X's dtype. Formed as (U^T X^T)^T for the same
+    reason as ``correlations``: with k a few ways, [k, D] x [D, S] runs 2-4x faster on CPU
+    than [S, D] x [D, k] (measured at S = 75, D = 640 and 16,000)."""
+    return torch.bmm(U.to(X.dtype).transpose(1, 2), X.transpose(1, 2)).transpose(1, 2)
+
+
 def dual_weights(X: Tensor, Y: Tensor, beta: Tensor, lambda1: Scalar, lambda2: Scalar) -> Tensor:
     """W(beta) = BST(X^T (Y - beta), lambda1) / lambda2  [B, D, W]  (docs/math.md, 2)."""
     B = X.shape[0]
@@ -120,7 +127,7 @@ def scores_from_correlations(X, V, l1, l2, dtype, norms=True):
     """``scores`` given V = X^T (Y - beta) [B, D, W]; the outputs are cast to ``dtype``."""
     U = block_soft_threshold(V, l1.to(X.dtype))
     sq, l21 = shrunk_norms(U, dtype)
-    return torch.bmm(X, U).to(dtype) / l2, sq, (l21 if norms else None)
+    return feature_products(X, U).to(dtype) / l2, sq, (l21 if norms else None)
 
 
 def shrunk_norms(U: Tensor, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:

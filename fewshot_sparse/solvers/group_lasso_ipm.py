@@ -49,7 +49,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
 from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo, info_to
 from fewshot_sparse.solvers.ipm_groups import central_pairs
-from fewshot_sparse.solvers.ipm_iteration import WORK, EagerLoop, Options, evaluate, iteration, rank_one_count
+from fewshot_sparse.solvers.ipm_iteration import WORK, EagerLoop, Options, carried_curvature, evaluate, iteration
 from fewshot_sparse.solvers.ipm_line_search import state_merit
 from fewshot_sparse.solvers.ipm_systems import cholesky_solve, class_block, sum_zero_basis
 from fewshot_sparse.solvers.prox import project_rows_to_simplex, row_norms
@@ -193,7 +193,7 @@ class InteriorPointSolver:
         # (the count comes with each step's state: no extra operations at the check)
         bucketed = smooth and sync_free and self.check_every == 1
         if bucketed:
-            state["count"] = rank_one_count(V, n, l1, *pairs)
+            state.update(carried_curvature(V, n, l1, *pairs))
             o = o._replace(width=_gather_width(int(state["count"]), X.shape[-1]))
         loop = _loop(graph, o, state, c)
         st = loop.state

@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.group_lasso_dual import correlations
+from fewshot_sparse.solvers.group_lasso_dual import correlations, feature_products
 from fewshot_sparse.solvers.prox import reciprocal_or_zero
 
 
@@ -41,10 +41,11 @@ def central_pairs(norms: Tensor, l1: Tensor, l2: Tensor, mu: Tensor) -> Tuple[Te
     return p, p - u
 
 
-def model_shrink(V: Tensor, n: Tensor, p: Tensor, l1: Tensor) -> Tensor:
+def model_shrink(V: Tensor, inv_n: Tensor, p: Tensor, l1: Tensor) -> Tensor:
     """lambda2 times the model's weights, p_j vhat_j [..., D, W] in V's dtype (0 where
-    V_j = 0), and V itself in tasks with lambda1 = 0 (l1 [..., 1, 1]); n = row_norms(V)."""
-    U = (p.to(V.dtype) * reciprocal_or_zero(n))[..., None] * V
+    V_j = 0), and V itself in tasks with lambda1 = 0 (l1 [..., 1, 1]); inv_n =
+    reciprocal_or_zero(row_norms(V))."""
+    U = (p.to(V.dtype) * inv_n)[..., None] * V
     return torch.where(l1 > 0, U, V)
 
 
@@ -61,13 +62,19 @@ class GroupPairs:
     p q + dp dq - lambda2 target for the corrector."""
 
     def __init__(self, X: Tensor, V: Tensor, n: Tensor, p: Tensor, q: Tensor, l1: Tensor, l2: Tensor, on: Tensor):
-        self.X, self.p, self.q, self.on = X, p, q, on
+        self.X, self.p, self.q = X, p, q
         self.l2 = l2[:, :, 0]  # [B, 1]
         self.on_l2 = on / self.l2
-        self.inv_pq = 1.0 / (p + q)
         self.vhat = reciprocal_or_zero(n)[..., None] * V
-        self.rp = pair_residual(n, p, q, l1, on)
         self.count = p.shape[-1] * on[..., None]  # [B, 1, 1]: the pairs that count in mu
+        # the coefficients that ``rhs`` and ``steps`` share, formed once per Newton step
+        # (each solve then costs a few fused kernels, not a dozen: kernels, not flops,
+        # bound an iteration, benchmarks.md): with w = on / (p + q),
+        # dp = p w dt + p r_p w - R w and dq = -(R + q dp) on / p
+        self.w = on / (p + q)
+        self.pw = p * self.w
+        self.prw = self.pw * pair_residual(n, p, q, l1, on)
+        self.minus_on_p = -on / p
 
     def complementarity(self, alpha: Optional[Tensor] = None, dp: Optional[Tensor] = None,
                         dq: Optional[Tensor] = None) -> Tensor:
@@ -78,16 +85,20 @@ class GroupPairs:
             p, q = p + alpha[..., 0] * dp, q + alpha[..., 0] * dq
         return (p * q * self.on_l2).sum(-1)[:, None, None]
 
+    def _base(self, R: Tensor) -> Tensor:
+        """p r_p w - R w [B, D]: dp's part that does not depend on d_beta."""
+        return torch.addcmul(self.prw, R, self.w, value=-1.0)
+
     def rhs(self, R: Tensor) -> Tensor:
         """The pairs' term of the right-hand side in beta, X (vhat c (p r_p - R) / p) with
         c = 1 / (lambda2 + lambda2 q / p): [B, S, W] in the work dtype."""
-        coef = (self.p * self.rp - R) * self.inv_pq * self.on_l2
-        return torch.bmm(self.X, self.vhat * coef.to(self.X.dtype)[..., None]).to(self.p.dtype)
+        coef = (self._base(R) / self.l2).to(self.X.dtype)
+        return feature_products(self.X, self.vhat * coef[..., None]).to(self.p.dtype)
 
     def steps(self, d_beta: Tensor, R: Tensor) -> Tuple[Tensor, Tensor]:
-        """(dp, dq) [B, D] for d_beta [B, S, W]: dt_j = vhat_j . (X^T (-d_beta))_j is the
-        change of ||V_j||, dp from the linearised constraint and complementarity, dq from
-        q dp + p dq = -R."""
-        dt = (self.vhat * correlations(self.X, -d_beta)).sum(-1).to(self.p.dtype)
-        dp = (self.p * (dt + self.rp) - R) * self.inv_pq * self.on
-        return dp, -(R + self.q * dp) / self.p * self.on
+        """(dp, dq) [B, D] for d_beta [B, S, W]: -dt_j = vhat_j . (X^T d_beta)_j is minus
+        the change of ||V_j||, dp from the linearised constraint and complementarity, dq
+        from q dp + p dq = -R."""
+        minus_dt = (self.vhat * correlations(self.X, d_beta)).sum(-1).to(self.p.dtype)
+        dp = torch.addcmul(self._base(R), self.pw, minus_dt, value=-1.0)
+        return dp, torch.addcmul(R, self.q, dp) * self.minus_on_p

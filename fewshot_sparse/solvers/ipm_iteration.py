@@ -9,7 +9,8 @@ state: beta, nu, z, p, d, gap (primal, dual, relative gap), gm (the model's
 gradient), ridge, done, and for lambda1 > 0 V = X^T (Y - beta), its row norms, the
 group pairs excess and slack [B, D] (ipm_groups.py), the point's merit (the line
 search's base, ipm_line_search.py) and, where the sync-free mode gathers to a static
-width, count (``rank_one_count``). consts: X, Y, l1, l2 [B, 1, 1], floor [B, 1, 1] (the
+width, the Newton model's curvature at the point and the count of its rank-one groups
+(``carried_curvature``). consts: X, Y, l1, l2 [B, 1, 1], floor [B, 1, 1] (the
 centring floor, per task), and K, A (lambda1 = 0: X X^T and the class block) or l1x
 (lambda1 in X's dtype) and N (the sum-zero basis).
 """
@@ -26,15 +27,15 @@ from torch import Tensor
 from fewshot_sparse.solvers.dual_hessian import curvature, hessian_factors
 from fewshot_sparse.solvers.group_lasso_dual import (
     correlations,
+    feature_products,
     gap_from_scores,
     gradient_from_scores,
     scores,
-    shrunk_norms,
 )
 from fewshot_sparse.solvers.ipm_groups import GroupPairs, model_shrink
 from fewshot_sparse.solvers.ipm_line_search import backtrack, batched_line_search, point_after
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, NullSpaceSystem
-from fewshot_sparse.solvers.prox import block_soft_threshold, row_norms
+from fewshot_sparse.solvers.prox import reciprocal_or_zero, row_norms
 
 WORK = torch.float64  # iterates, Newton matrices and factors (the module docstring of group_lasso_ipm.py)
 _STEP_TO_BOUNDARY = 0.995
@@ -59,10 +60,15 @@ def evaluate(c, o: Options, beta: Tensor, excess: Optional[Tensor]):
     W = Y.shape[-1]
     V = correlations(X, Y - beta)
     n = row_norms(V)
-    U = block_soft_threshold(V, c["l1x"])
-    ZZ = torch.bmm(X, torch.cat([U, model_shrink(V, n, excess, c["l1x"])], -1)).to(WORK) / l2
+    inv_n = reciprocal_or_zero(n)
+    # U = BST(V, lambda1) from the row norms at hand: scale_j = (1 - lambda1 / ||V_j||)_+
+    # (1 where lambda1 = 0 or V_j = 0), ||U_j|| = scale_j ||V_j||
+    shrink = torch.addcmul(torch.ones_like(n), c["l1x"][:, :, 0], inv_n, value=-1.0).clamp_min_(0.0)
+    U = shrink[..., None] * V
+    ZZ = feature_products(X, torch.cat([U, model_shrink(V, inv_n, excess, c["l1x"])], -1)).to(WORK) / l2
     Z, Zm = ZZ[..., :W], ZZ[..., W:]
-    gaps = gap_from_scores(Y, beta, l1, l2, s, Z, *shrunk_norms(U, WORK))
+    u_norms = shrink * n
+    gaps = gap_from_scores(Y, beta, l1, l2, s, Z, (u_norms * u_norms).sum(-1).to(WORK), u_norms.sum(-1).to(WORK))
     return gradient_from_scores(Y, beta, l2, s, Z), gaps, V, n, gradient_from_scores(Y, beta, l2, s, Zm)
 
 
@@ -71,9 +77,10 @@ def newton_system(st, c, o: Options):
     z, beta = st["z"], st["beta"]
     if not o.smooth:
         return KroneckerSystem(c["A"], z / beta, st["ridge"])
+    carried = tuple(st[k] for k in _CURVATURE) if _CURVATURE[0] in st else None
     factors = hessian_factors(c["X"], c["Y"], beta, c["l1"], c["l2"], o.smoothing, V=st["V"],
                               gather=not o.sync_free, pairs=(st["excess"], st["slack"]), width=o.width,
-                              norms=st["norms"])
+                              norms=st["norms"], curvature_at_beta=carried)
     return NullSpaceSystem(factors, z / beta, st["ridge"], basis=c["N"])
 
 
@@ -105,15 +112,21 @@ def iteration(st, c, o: Options, system=None):
     if o.smooth:
         out.update(V=V, norms=n, merit=merit)
     if "count" in st:  # the sync-free gather's width is read from it at the check
-        out["count"] = rank_one_count(V, n, l1, out["excess"], out["slack"])
+        out.update(carried_curvature(V, n, l1, out["excess"], out["slack"]))
     return out
 
 
-def rank_one_count(V: Tensor, norms: Tensor, l1: Tensor, excess: Tensor, slack: Tensor) -> Tensor:
-    """The largest number of groups with rank-one curvature in a task (dual_hessian.py) at
-    the point of V (row norms ``norms``) and the group pairs: what the Newton matrix there
-    gathers. On the device."""
-    return curvature(V, l1, (excess, slack), norms)[3].sum(-1).max()
+_CURVATURE = ("group_norms", "tangential", "radial", "rank_one")
+
+
+def carried_curvature(V: Tensor, norms: Tensor, l1: Tensor, excess: Tensor, slack: Tensor) -> dict:
+    """The Newton model's curvature per group at the point of V (row norms ``norms``) and
+    the group pairs (dual_hessian.curvature), which the next Newton matrix reuses, and
+    ``count``, the largest number of groups with rank-one curvature in a task: what that
+    matrix gathers, read at the sync-free mode's check. On the device."""
+    values = dict(zip(_CURVATURE, curvature(V, l1, (excess, slack), norms)))
+    values["count"] = values["rank_one"].sum(-1).max()
+    return values
 
 
 class EagerLoop:
@@ -154,12 +167,12 @@ def newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor, floor: Ten
     whose factorisation failed gets a zero step."""
 
     def solve(r_comp: Tensor, R: Optional[Tensor], need_nu: bool = True):
-        r = -r_dual - r_comp / beta
+        r = torch.addcmul(minus_r_dual, r_comp, minus_inv_beta)  # -r_dual - r_comp / beta
         if pairs is not None:
             r = r + pairs.rhs(R)
         d_beta, d_nu = system.solve(r, need_nu)
         dp, dq = pairs.steps(d_beta, R) if pairs is not None else (None, None)
-        return d_beta, d_nu, -(r_comp + z * d_beta) / beta, dp, dq
+        return d_beta, d_nu, torch.addcmul(r_comp, z, d_beta) * minus_inv_beta, dp, dq
 
     def mean_comp(a: Optional[Tensor] = None, db=None, dz=None, dp=None, dq=None) -> Tensor:
         """mu at the current point, or after a step a along the direction."""
@@ -170,11 +183,13 @@ def newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor, floor: Ten
         return total / count
 
     count = beta.shape[1] * beta.shape[2] + (pairs.count if pairs is not None else 0)
+    minus_r_dual, minus_inv_beta = -r_dual, -1.0 / beta  # shared by both solves
+    bounds = Bounds(beta, z, pairs)
     comp = beta * z
     mu = mean_comp()
     R = pairs.p * pairs.q if pairs is not None else None
     db, _, dz, dp, dq = solve(comp, R, need_nu=False)  # predictor (affine scaling)
-    a_aff = max_step(beta, db, z, dz, 1.0, pairs, dp, dq)
+    a_aff = bounds.max_step(db, dz, 1.0, dp, dq)
     mu_aff = mean_comp(a_aff, db, dz, dp, dq)
     sigma = (mu_aff / mu).clamp(0.0, 1.0) ** 3
     # a floor under the centring target: the dual residual re-created by the model's
@@ -183,24 +198,31 @@ def newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor, floor: Ten
     if pairs is not None:
         R = R + dp * dq - pairs.l2 * target[..., 0]
     db, dnu, dz, dp, dq = solve(comp + db * dz - target, R)  # corrector + centring
-    alpha = max_step(beta, db, z, dz, _STEP_TO_BOUNDARY, pairs, dp, dq)
-    bad = ~system.ok | ~torch.isfinite(alpha)
-    alpha, db, dnu, dz = (torch.where(bad, 0.0, t) for t in (alpha, db, dnu, dz))
+    alpha = bounds.max_step(db, dz, _STEP_TO_BOUNDARY, dp, dq)
+    good = system.ok & (alpha == alpha)  # alpha is in [0, 1] or NaN
+    alpha, db, dnu, dz = (torch.where(good, t, 0.0) for t in (alpha, db, dnu, dz))
     if pairs is not None:
-        dp, dq = (torch.where(bad[..., 0], 0.0, t) for t in (dp, dq))
+        dp, dq = (torch.where(good[..., 0], t, 0.0) for t in (dp, dq))
     return Step(db, dnu, dz, alpha, dp, dq)
 
 
-def max_step(beta: Tensor, db: Tensor, z: Tensor, dz: Tensor, fraction: float,
-             pairs: Optional[GroupPairs] = None, dp: Optional[Tensor] = None, dq: Optional[Tensor] = None) -> Tensor:
-    """The largest alpha <= 1 with beta + alpha db >= (1 - fraction) beta and the same for
-    z (and the group pairs' p and q), per task [B, 1, 1]."""
-    B = beta.shape[0]
-    x, dx = [beta.reshape(B, -1), z.reshape(B, -1)], [db.reshape(B, -1), dz.reshape(B, -1)]
-    if pairs is not None:
-        x, dx = x + [pairs.p, pairs.q], dx + [dp, dq]
-    # one pass over all: the largest relative decrease t = max(-dx / x) (x > 0), then
-    # alpha = fraction / t, at most 1 (a NaN in the direction gives a NaN alpha, which the
-    # caller turns into a zero step)
-    t = (torch.cat(dx, -1) / torch.cat(x, -1)).amin(-1).neg_()
-    return (fraction / t.clamp_min(fraction))[:, None, None]
+class Bounds:
+    """The step to the boundary of beta, z >= 0 (and the group pairs' p, q > 0) from one
+    point, for several directions: 1 / x is formed once."""
+
+    def __init__(self, beta: Tensor, z: Tensor, pairs: Optional[GroupPairs] = None):
+        B = beta.shape[0]
+        x = [beta.reshape(B, -1), z.reshape(B, -1)] + ([pairs.p, pairs.q] if pairs is not None else [])
+        self.minus_inv_x = torch.cat(x, -1).reciprocal_().neg_()
+
+    def max_step(self, db: Tensor, dz: Tensor, fraction: float,
+                 dp: Optional[Tensor] = None, dq: Optional[Tensor] = None) -> Tensor:
+        """The largest alpha <= 1 with beta + alpha db >= (1 - fraction) beta and the same
+        for z (and p, q), per task [B, 1, 1]."""
+        B = db.shape[0]
+        dx = [db.reshape(B, -1), dz.reshape(B, -1)] + ([dp, dq] if dp is not None else [])
+        # the largest relative decrease t = max(-dx / x), then alpha = fraction / t, at
+        # most 1 (a NaN in the direction gives a NaN alpha, which the caller turns into
+        # a zero step)
+        t = (torch.cat(dx, -1) * self.minus_inv_x).amax(-1)
+        return (fraction / t.clamp_min(fraction))[:, None, None]

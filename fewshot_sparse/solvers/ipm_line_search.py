@@ -21,9 +21,9 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.group_lasso_dual import correlations
+from fewshot_sparse.solvers.group_lasso_dual import correlations, feature_products
 from fewshot_sparse.solvers.ipm_groups import model_shrink, pair_residual
-from fewshot_sparse.solvers.prox import row_norms
+from fewshot_sparse.solvers.prox import reciprocal_or_zero, row_norms
 
 HALVINGS = 8
 GROWTH = 3.0
@@ -112,8 +112,8 @@ def batched_line_search(X, Y, l1, l2, on, smoothing: float, st, step, halvings: 
     R = (Y[None] - betas).permute(1, 2, 0, 3).reshape(B, S, K1 * W)
     V = correlations(X, R).reshape(B, -1, K1, W).transpose(1, 2)  # [B, K1, D, W]
     n = row_norms(V)
-    U = model_shrink(V, n, ps, l1[..., None].to(X.dtype)).transpose(1, 2).reshape(B, -1, K1 * W)
-    Z = (torch.bmm(X, U).to(beta.dtype) / l2).reshape(B, S, K1, W).permute(2, 0, 1, 3)  # [K1, B, S, W]
+    U = model_shrink(V, reciprocal_or_zero(n), ps, l1[..., None].to(X.dtype)).transpose(1, 2).reshape(B, -1, K1 * W)
+    Z = (feature_products(X, U).to(beta.dtype) / l2).reshape(B, S, K1, W).permute(2, 0, 1, 3)  # [K1, B, S, W]
     grads = Y[None] - Z
     if smoothing > 0:
         grads = grads + (smoothing / l2) * (betas - Y[None])
