@@ -1,0 +1,100 @@
+"""Tensor operations per interior-point iteration: what a GPU launches, counted on the CPU
+(docs/benchmarks.md, "Fewer kernels an iteration").
+
+    python benchmarks/bench_kernels.py [--quick] [--features relu gaussian backbone] [--shots 1 5 15]
+
+On a GPU one iteration of the group-Lasso head is a few hundred small kernels, and each
+costs about the same few microseconds however little it computes, inside a CUDA graph as
+well as launched one by one: their count, more than the flops, sets the GPU time of a
+solve at these sizes. This script counts them for both modes of the solver (``gather``,
+the CPU default; ``sync-free``, the GPU default, which the CUDA graph captures) by
+running each solve under a dispatch hook: every ATen operation that is not a view
+(reshape, transpose, select, ...) or a host-side scalar counts once, the convergence
+check between iterations included. 8 tasks, 5-way, float32 features, tol 1e-4,
+lambda2 = 1, s = 0; lambda1 = 0, "active" (0.2 x the all-off bound) and "near"
+(0.9 lambda_max), as in bench_solver.py. Prints operations per iteration and the
+iterations (a few seconds a row; backbone features first run the ResNet-12 forward of
+the episodes, a few minutes on a CPU). ``--quick``: ReLU features, 15-shot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_solver import N_WAY, all_off_bound, lambda1_max, make_batch  # noqa: E402
+from fewshot_sparse.solvers.group_lasso_ipm import InteriorPointSolver  # noqa: E402
+
+# no kernel: views of the same storage, and scalars made or read on the host
+NOT_KERNELS = {
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "transpose", "t", "permute", "unsqueeze", "squeeze",
+    "select", "slice", "expand", "diagonal", "as_strided", "alias", "detach", "unbind", "split",
+    "split_with_sizes", "lift_fresh", "scalar_tensor", "_local_scalar_dense",
+}
+
+
+class KernelCount(TorchDispatchMode):
+    """Counts the operations dispatched while active, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name not in NOT_KERNELS:
+            self.ops[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count(X, Y, l1, l2: float, sync_free: bool):
+    """(operations per iteration, iterations of the slowest task) of one solve."""
+    solver = InteriorPointSolver(tol=1e-4, sync_free=sync_free, cuda_graph=False)
+    with KernelCount() as counter:
+        _, info = solver.run(X, Y, l1, l2)
+    iterations = int(info.iterations.max())
+    return sum(counter.ops.values()) / max(iterations, 1), iterations
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="ReLU features, 15-shot")
+    parser.add_argument("--features", nargs="+", default=["relu", "gaussian"], choices=["gaussian", "relu", "backbone"])
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 15])
+    parser.add_argument("--dim", type=int, default=640, help="D of the gaussian / relu features")
+    parser.add_argument("--lambda2", type=float, default=1.0)
+    parser.add_argument("--tasks", type=int, default=8)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.features, args.shots = ["relu"], [15]
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}; {args.tasks} tasks, {N_WAY}-way, lambda2 {args.lambda2:g}, s = 0, tol 1e-4; "
+          "operations per iteration (views and host scalars not counted)")
+    print(f"{'features':<8} {'D':>6} {'shot':>4} {'l1':<6} {'gather':>14} {'sync-free':>14}")
+    for feat, shot in itertools.product(args.features, args.shots):
+        batch = make_batch(0, args.tasks, shot, args.dim, feat, "cpu")
+        X = batch["support"]
+        Y = F.one_hot(batch["labels"], N_WAY).to(X.dtype)
+        lambdas = {"0": torch.zeros(X.shape[0]), "active": 0.2 * all_off_bound(X, Y),
+                   "near": 0.9 * lambda1_max(X, Y, args.lambda2, 0.0)}
+        for kind, l1 in lambdas.items():
+            cells = []
+            for sync_free in (False, True):
+                per_iteration, iterations = count(X, Y, l1.to(X.dtype), args.lambda2, sync_free)
+                cells.append(f"{per_iteration:7.0f} x {iterations:>3}")
+            print(f"{feat:<8} {X.shape[-1]:>6} {shot:>4} {kind:<6} {cells[0]:>14} {cells[1]:>14}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
