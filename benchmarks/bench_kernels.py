@@ -3,10 +3,10 @@
 
     python benchmarks/bench_kernels.py [--quick] [--features relu gaussian backbone] [--shots 1 5 15]
 
-On a GPU one iteration of the group-Lasso head is a few hundred small kernels, and each
-costs about the same few microseconds however little it computes, inside a CUDA graph as
-well as launched one by one: their count, more than the flops, sets the GPU time of a
-solve at these sizes. This script counts them for both modes of the solver (``gather``,
+On a GPU one iteration of the group-Lasso head is a few hundred small kernels, each a
+few microseconds however little it computes (more launched one by one, less inside a CUDA
+graph), so that their count, more than the flops, is expected to set the GPU time of a
+solve at these sizes (unmeasured here: no GPU lent). This script counts them for both modes of the solver (``gather``,
 the CPU default; ``sync-free``, the GPU default, which the CUDA graph captures) by
 running each solve under a dispatch hook: every ATen operation that is not a view
 (reshape, transpose, select, ...) or a host-side scalar counts once, the convergence
