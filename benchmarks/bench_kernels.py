@@ -15,7 +15,10 @@ lambda2 = 1, s = 0; lambda1 = 0, "active" (0.2 x the all-off bound) and "near"
 (0.9 lambda_max), as in bench_solver.py. Prints operations per iteration and the
 iterations (or, where the start meets the tolerance, the operations in all): a few
 seconds a row; backbone features first run the ResNet-12 forward of the episodes, a few
-minutes on a CPU. ``--quick``: ReLU features, 15-shot.
+minutes on a CPU. ``--quick``: ReLU features, 15-shot. ``--cuda`` (a GPU machine;
+benchmarks/gpu_check.sh runs it) also times each solve on CUDA with and without the CUDA
+graph and divides by its kernels: the cost of one kernel there, which the counts above
+are meant to stand for.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_solver import N_WAY, all_off_bound, lambda1_max, make_batch  # noqa: E402
+from bench_solver import N_WAY, all_off_bound, lambda1_max, make_batch, timed  # noqa: E402
 from fewshot_sparse.solvers.group_lasso_ipm import InteriorPointSolver  # noqa: E402
 
 # no kernel: views of the same storage, and scalars made or read on the host
@@ -59,14 +62,33 @@ class KernelCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def count(X, Y, l1, l2: float, sync_free: bool) -> str:
-    """"operations per iteration x iterations of the slowest task" of one solve (or the
-    operations in all where the start already meets the tolerance)."""
+def counted(X, Y, l1, l2: float, sync_free: bool):
+    """(operations in all, iterations of the slowest task) of one solve, uncaptured."""
     solver = InteriorPointSolver(tol=1e-4, sync_free=sync_free, cuda_graph=False)
     with KernelCount() as counter:
         _, info = solver.run(X, Y, l1, l2)
-    iterations, total = int(info.iterations.max()), sum(counter.ops.values())
+    return sum(counter.ops.values()), int(info.iterations.max())
+
+
+def count(X, Y, l1, l2: float, sync_free: bool) -> str:
+    """"operations per iteration x iterations of the slowest task" of one solve (or the
+    operations in all where the start already meets the tolerance)."""
+    total, iterations = counted(X, Y, l1, l2, sync_free)
     return f"{total / iterations:7.0f} x {iterations:>3}" if iterations else f"{total} at the start"
+
+
+def per_kernel_on_cuda(X, Y, l1, l2: float) -> str:
+    """The solve on CUDA (sync-free, its default), timed with the CUDA graph and without
+    it, each divided by the operations it launches: what one kernel costs there."""
+    device = torch.device("cuda")
+    X, Y, l1 = X.to(device), Y.to(device), l1.to(device)
+    total, _ = counted(X, Y, l1, l2, sync_free=True)
+    cells = []
+    for graph in (True, False):
+        solver = InteriorPointSolver(tol=1e-4, cuda_graph=graph)
+        ms, _ = timed(lambda: solver.run(X, Y, l1, l2), device, 5)
+        cells.append(f"{'graph' if graph else 'eager'} {ms:6.2f} ms, {1e3 * ms / total:5.2f} us/kernel")
+    return f"cuda: {total} kernels; " + "; ".join(cells)
 
 
 def main(argv=None) -> None:
@@ -77,7 +99,11 @@ def main(argv=None) -> None:
     parser.add_argument("--dim", type=int, default=640, help="D of the gaussian / relu features")
     parser.add_argument("--lambda2", type=float, default=1.0)
     parser.add_argument("--tasks", type=int, default=8)
+    parser.add_argument("--cuda", action="store_true",
+                        help="also time each sync-free solve on CUDA, with and without the CUDA graph, per kernel")
     args = parser.parse_args(argv)
+    if args.cuda and not torch.cuda.is_available():
+        parser.error("--cuda: no CUDA device")
     if args.quick:
         args.features, args.shots = ["relu"], [15]
     torch.set_num_threads(1)
@@ -93,6 +119,8 @@ def main(argv=None) -> None:
         for kind, l1 in lambdas.items():
             cells = [count(X, Y, l1.to(X.dtype), args.lambda2, sync_free) for sync_free in (False, True)]
             print(f"{feat:<8} {X.shape[-1]:>6} {shot:>4} {kind:<6} {cells[0]:>14} {cells[1]:>14}", flush=True)
+            if args.cuda:
+                print(f"{'':<26} {per_kernel_on_cuda(X, Y, l1.to(X.dtype), args.lambda2)}", flush=True)
 
 
 if __name__ == "__main__":

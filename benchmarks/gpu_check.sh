@@ -14,7 +14,9 @@
 #      gap <= 1e-4, head forward + backward (target: <= 5 ms), with the CUDA graph (the
 #      default) and without it (rows "eager/cuda")
 #   3. the backbone grid at 5 and 15 shots on the GPU (iterations, ms, head / encoder)
-#   4. one ResNet-12 meta-training step (8 x 5-way 15-shot) split into its parts, fp32 and bf16
+#   4. kernels per iteration (ReLU features, D = 640, 15-shot; counted on the CPU) and
+#      the time of one on CUDA, with and without the graph (bench_kernels.py --cuda)
+#   5. one ResNet-12 meta-training step (8 x 5-way 15-shot) split into its parts, fp32 and bf16
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
@@ -30,9 +32,10 @@ python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
     tests/heads/test_heads_contract.py tests/data/test_data_sampler.py 2>&1 | tee "$out/gpu_tests.txt"
 python3 benchmarks/bench_solver.py --device cuda --features backbone --shots 15 \
     --lambda1 0 active --lambda2 1 --smoothing 0 --no-cvx --no-fista --repeats 5 2>&1 | tee "$out/target.txt"
-timeout 200 python3 benchmarks/bench_solver.py --device cuda --features backbone --shots 5 15 \
+timeout 170 python3 benchmarks/bench_solver.py --device cuda --features backbone --shots 5 15 \
     --lambda1 0 active near --lambda2 0.1 1 10 --smoothing 0 1 --no-cvx --no-fista --repeats 3 \
     2>&1 | tee "$out/backbone_grid.txt"
+timeout 60 python3 benchmarks/bench_kernels.py --quick --cuda 2>&1 | tee "$out/kernels.txt"
 for amp in "" --amp; do
     timeout 100 python3 benchmarks/bench_train_step.py --device cuda $amp 2>&1 | tee -a "$out/train_step.txt"
 done
