@@ -183,8 +183,8 @@ def newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor, floor: Ten
         return total / count
 
     count = beta.shape[1] * beta.shape[2] + (pairs.count if pairs is not None else 0)
-    minus_r_dual, minus_inv_beta = -r_dual, -1.0 / beta  # shared by both solves
     bounds = Bounds(beta, z, pairs)
+    minus_r_dual, minus_inv_beta = -r_dual, bounds.minus_inv_beta  # shared by both solves
     comp = beta * z
     mu = mean_comp()
     R = pairs.p * pairs.q if pairs is not None else None
@@ -208,12 +208,14 @@ def newton_direction(system, beta: Tensor, z: Tensor, r_dual: Tensor, floor: Ten
 
 class Bounds:
     """The step to the boundary of beta, z >= 0 (and the group pairs' p, q > 0) from one
-    point, for several directions: 1 / x is formed once."""
+    point, for several directions: 1 / x is formed once, and its beta part, -1 / beta
+    [B, S, W], serves the Newton solves too."""
 
     def __init__(self, beta: Tensor, z: Tensor, pairs: Optional[GroupPairs] = None):
         B = beta.shape[0]
         x = [beta.reshape(B, -1), z.reshape(B, -1)] + ([pairs.p, pairs.q] if pairs is not None else [])
         self.minus_inv_x = torch.cat(x, -1).reciprocal_().neg_()
+        self.minus_inv_beta = self.minus_inv_x[:, : beta[0].numel()].view(beta.shape)
 
     def max_step(self, db: Tensor, dz: Tensor, fraction: float,
                  dp: Optional[Tensor] = None, dq: Optional[Tensor] = None) -> Tensor:
