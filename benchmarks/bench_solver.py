@@ -18,6 +18,9 @@ lambda_max, by bisection)}, lambda2 in {0.1, 1, 10, 100}, smoothing in {0, 1}.
 Methods (each: solve, logits, cross-entropy on the query labels, backward to the features)
   ipm    the head's default: batched interior-point solver + implicit gradient
   eager  on CUDA, ipm without its CUDA graph (every operation launched from Python)
+  compiled  with --compiled: ipm in the sync-free mode with each iteration fused by
+         torch.compile (compiled=True; compiling, once per shape, is not timed), on the
+         GPU where there is one, else on the CPU
   fista  the same head with the first-order solver (cap --fista-max-iter)
   cvx    fewshot_sparse.reference (cvxpylayers + diffcp, Clarabel) on the first task, at
          D = 640 only; ipm is re-timed on that one task for the ratio. Building the layer
@@ -217,6 +220,12 @@ def bench_config(args, batch, feat, shot, l1_kind, l2, s, devices, out: List[str
             ms_s, info = run_ours(batch, l1, l2, s, dataclasses.replace(ipm, sync_free=True), dev, args.repeats)
             out.append(f"{tag} syncfree/cpu {ms_s:5.1f} {int(info.iterations.max()):>5} {float(info.gap.max()):8.1e} "
                        f"{int((~info.converged).sum()):>3} {ms_s / ms:.2f}x the gathering mode's time")
+        if args.compiled and dev == devices[-1]:  # once untimed: the compile (each shape and width)
+            fused = dataclasses.replace(ipm, sync_free=True, compiled=True)
+            run_ours(batch, l1, l2, s, fused, dev, 1)
+            ms_c, info = run_ours(batch, l1, l2, s, fused, dev, args.repeats)
+            out.append(f"{tag} compiled/{dev} {ms_c:6.1f} {int(info.iterations.max()):>5} {float(info.gap.max()):8.1e} "
+                       f"{int((~info.converged).sum()):>3} {ratio(ms, ms_c)} faster than ipm/{dev}")
         if dev == "cuda":  # the same iterations launched op by op, without the CUDA graph
             ms_e, info = run_ours(batch, l1, l2, s, dataclasses.replace(ipm, cuda_graph=False), dev, args.repeats)
             out.append(f"{tag} eager/cuda {ms_e:8.1f} {int(info.iterations.max()):>5} {float(info.gap.max()):8.1e} "
@@ -268,6 +277,8 @@ def main(argv=None) -> None:
     p.add_argument("--no-fista", action="store_true")
     p.add_argument("--sync-free", action="store_true",
                    help="also time the sync-free mode (the default on GPUs) on the CPU: rows syncfree/cpu")
+    p.add_argument("--compiled", action="store_true",
+                   help="also time the iteration compiled by torch.compile (sync-free): rows compiled/<device>")
     p.add_argument("--float64", action="store_true", help="features in float64 (default float32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,

@@ -26,6 +26,7 @@ class CrammerSingerSVMHead(GroupLassoSVMHead):
         init_scale: float = 1.0,
         method: str = "ipm",
         cuda_graph: bool = True,
+        compiled: bool = False,
     ):
         super().__init__(
             lambda1=0.0,
@@ -39,4 +40,5 @@ class CrammerSingerSVMHead(GroupLassoSVMHead):
             init_scale=init_scale,
             method=method,
             cuda_graph=cuda_graph,
+            compiled=compiled,
         )

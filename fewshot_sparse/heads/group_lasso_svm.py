@@ -55,6 +55,9 @@ class GroupLassoSVMHead(nn.Module):
                    or "fista" (first-order twin); see fewshot_sparse.solvers.group_lasso_svm
     cuda_graph     on CUDA, replay each solver iteration as one captured CUDA graph (the
                    default; false launches every operation, and frees the graph's memory)
+    compiled       fuse each solver iteration with torch.compile (the sync-free mode, on any
+                   device): a few dozen kernels an iteration instead of a few hundred, after
+                   tens of seconds of compiling per episode shape (docs/usage.md, "GPU speed")
     mode           "implicit" (exact gradients from the optimality conditions) or
                    "unrolled" (autograd through the iterations; for comparison only)
     learn_lambdas  learn lambda1 and lambda2 in log-space (a lambda of 0 stays fixed at 0)
@@ -83,6 +86,7 @@ class GroupLassoSVMHead(nn.Module):
         init_scale: float = 1.0,
         method: str = "ipm",
         cuda_graph: bool = True,
+        compiled: bool = False,
     ):
         super().__init__()
         check_nonnegative("lambda1", lambda1)
@@ -94,7 +98,8 @@ class GroupLassoSVMHead(nn.Module):
         self.lambda2 = HyperParameter("lambda2", lambda2, learnable=learn_lambdas, log_space=True)
         self.scale = HyperParameter("scale", init_scale, learnable=learn_scale)
         self.solver = GroupLassoSVMDual(tol=tol, max_iter=max_iter, smoothing=smoothing, method=method,
-                                        cuda_graph=None if cuda_graph else False)
+                                        cuda_graph=None if cuda_graph else False,
+                                        sync_free=True if compiled else None, compiled=compiled)
         self.mode = mode
 
     def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int,

@@ -43,12 +43,13 @@ class GraphLoop:
     """Static buffers for ``state`` and ``consts`` and, on CUDA, the captured graph of one
     ``step``; captured lazily at the first ``step`` (after ``load``)."""
 
-    def __init__(self, step: Callable[[Tensors, Tensors], Tensors], state: Tensors, consts: Tensors):
+    def __init__(self, step: Callable[[Tensors, Tensors], Tensors], state: Tensors, consts: Tensors,
+                 capture: bool = True):
         self._step = step
         self.state = {k: v.clone() for k, v in state.items()}
         self.consts = {k: v.clone() for k, v in consts.items()}
         self._graph = None
-        self._capture = next(iter(self.state.values())).device.type == "cuda"
+        self._capture = capture and next(iter(self.state.values())).device.type == "cuda"
         self._unverified = 0  # replays still to check against the uncaptured step
 
     def load(self, state: Tensors, consts: Tensors) -> None:
@@ -133,11 +134,13 @@ def _agreement(got: Tensors, want: Tensors) -> list:
     return torch.stack(flags).tolist() if flags else []
 
 
-def graph_loop(key: Hashable, step: Callable[[Tensors, Tensors], Tensors], state: Tensors, consts: Tensors) -> GraphLoop:
-    """The cached loop for ``key`` loaded with ``state`` and ``consts`` (a new one on a miss)."""
+def graph_loop(key: Hashable, step: Callable[[Tensors, Tensors], Tensors], state: Tensors, consts: Tensors,
+               capture: bool = True) -> GraphLoop:
+    """The cached loop for ``key`` loaded with ``state`` and ``consts`` (a new one on a miss);
+    ``capture``: as a CUDA graph on CUDA (else static buffers, uncaptured)."""
     loop = _cache.pop(key, None)
     if loop is None:
-        loop = GraphLoop(step, state, consts)
+        loop = GraphLoop(step, state, consts, capture)
     else:
         loop.load(state, consts)
     _cache[key] = loop

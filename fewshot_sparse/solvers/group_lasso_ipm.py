@@ -32,6 +32,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from fewshot_sparse.solvers.fused_iteration import FusedIteration
 from fewshot_sparse.solvers.graph_loop import graph_loop
 from fewshot_sparse.solvers.group_lasso_dual import (
     Scalar,
@@ -87,6 +88,10 @@ class InteriorPointSolver:
                   captured CUDA graph (graph_loop.py; default: on CUDA in the sync-free
                   mode). Off CUDA, True runs the same buffers uncaptured, the twin the
                   tests compare against. Same iterates, one launch per iteration.
+    compiled      run each iteration through torch.compile (fused_iteration.py; sync-free
+                  mode only; off by default): a few dozen fused kernels an iteration
+                  instead of a few hundred operations, the same iterates to round-off,
+                  after tens of seconds of compiling per shape and gather width.
     """
 
     tol: float = 1e-4
@@ -96,6 +101,7 @@ class InteriorPointSolver:
     polish_below: float = 1e-5
     sync_free: Optional[bool] = None
     cuda_graph: Optional[bool] = None
+    compiled: bool = False
 
     def __post_init__(self) -> None:
         if not (self.tol >= 0 and self.max_iter >= 0 and self.smoothing >= 0 and self.check_every >= 1):
@@ -137,6 +143,8 @@ class InteriorPointSolver:
         graph = (sync_free and X.device.type == "cuda") if self.cuda_graph is None else self.cuda_graph
         if graph and not sync_free:
             raise ValueError("cuda_graph=True needs the sync-free mode (sync_free=None or True)")
+        if self.compiled and not sync_free:
+            raise ValueError("compiled=True needs the sync-free mode (sync_free=None or True)")
         o = Options(smooth, sync_free, s)
         c["floor"] = _per_task(l1, _RESIDUAL_FLOOR)  # per task, as z's start below
         # gap-safe screening (s > 0, lambda1 > 0): certified-zero groups leave the features
@@ -195,7 +203,7 @@ class InteriorPointSolver:
         if bucketed:
             state.update(carried_curvature(V, n, l1, *pairs))
             o = o._replace(width=_gather_width(int(state["count"]), X.shape[-1]))
-        loop = _loop(graph, o, state, c)
+        loop = _loop(graph, self.compiled, o, state, c)
         st = loop.state
         # a task whose best gap stays near X's rounding floor without halving over
         # _STALL_CHECKS checks has stalled there: it stops (unconverged; the fit then runs
@@ -228,7 +236,7 @@ class InteriorPointSolver:
                 width = _gather_width(count[0], X.shape[-1]) if bucketed else o.width
                 if width != o.width:
                     o = o._replace(width=width)
-                    loop = _loop(graph, o, loop.state, loop.consts)
+                    loop = _loop(graph, self.compiled, o, loop.state, loop.consts)
                 if screen:
                     keep = safe_groups(st["V"], col_norms, l1, l2, s, p - d)
                     if int(keep.sum(-1).max()) <= _COMPACT_BELOW * keep.shape[-1]:
@@ -276,14 +284,16 @@ def _equality_start(A: Tensor, grad: Tensor) -> Tensor:
     return torch.where(ok, beta, 1.0 / W)
 
 
-def _loop(graph: bool, o: Options, state, consts):
-    """The iteration loop for options ``o``: with ``graph``, static buffers replayed as one
-    CUDA graph per iteration on CUDA (cached per shape and options), else eager."""
-    if not graph:
+def _loop(graph: bool, compiled: bool, o: Options, state, consts):
+    """The iteration loop for options ``o``: with ``graph`` or ``compiled``, static buffers
+    (cached per shape and options), replayed as one CUDA graph per iteration where
+    ``graph`` and on CUDA, with the compiled iteration where ``compiled``; else eager."""
+    if not (graph or compiled):
         return EagerLoop(state, consts, o)
     X = consts["X"]
-    key = (X.device, X.dtype, tuple(X.shape), state["beta"].shape[-1], o, tuple(sorted(consts)))
-    return graph_loop(key, functools.partial(iteration, o=o), state, consts)
+    key = (X.device, X.dtype, tuple(X.shape), state["beta"].shape[-1], o, tuple(sorted(consts)), graph, compiled)
+    step = FusedIteration(o) if compiled else functools.partial(iteration, o=o)
+    return graph_loop(key, step, state, consts, capture=graph)
 
 
 def _gather_width(count: int, D: int) -> Optional[int]:

@@ -44,6 +44,8 @@ class GroupLassoSVMDual:
     sync_free    "ipm": no host synchronisation between checks (None: off the CPU only)
     cuda_graph   "ipm": each iteration replayed as one captured CUDA graph (None: on CUDA in
                  the sync-free mode; True elsewhere runs its uncaptured twin)
+    compiled     "ipm": each iteration fused by torch.compile (sync-free mode; compiles once
+                 per shape, tens of seconds: for long runs of one shape)
     """
 
     tol: float = 1e-4
@@ -54,6 +56,7 @@ class GroupLassoSVMDual:
     polish: bool = True
     sync_free: Optional[bool] = None
     cuda_graph: Optional[bool] = None
+    compiled: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -66,7 +69,7 @@ class GroupLassoSVMDual:
         if self.method == "ipm":
             return InteriorPointSolver(
                 **common, check_every=1 if every is None else every, polish_below=1e-7 if self.polish else 0.0,
-                sync_free=self.sync_free, cuda_graph=self.cuda_graph,
+                sync_free=self.sync_free, cuda_graph=self.cuda_graph, compiled=self.compiled,
             )
         return FistaSolver(**common, check_every=10 if every is None else every, polish=self.polish)
 

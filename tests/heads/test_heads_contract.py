@@ -328,3 +328,15 @@ def test_cuda_graph_option_reaches_the_solver(name):
     assert build_head(name, cuda_graph=False).solver.cuda_graph is False
     with pytest.raises(ConfigError, match="cuda_graph"):
         build_head(name, cuda_graph="no")
+
+
+@pytest.mark.parametrize("name", ["group_lasso_svm", "svm_cs"])
+def test_compiled_option_reaches_the_solver_in_the_sync_free_mode(name):
+    """off by default; true compiles the iteration, which needs the sync-free mode on
+    every device (the CPU default gathers on the host)."""
+    solver = build_head(name).solver
+    assert solver.compiled is False and solver.sync_free is None
+    solver = build_head(name, compiled=True).solver
+    assert solver.compiled is True and solver.sync_free is True
+    with pytest.raises(ConfigError, match="compiled"):
+        build_head(name, compiled="yes")

@@ -36,7 +36,7 @@ def test_sync_free_mode_gathers_to_shrinking_static_widths(monkeypatch):
     pairs settle, and still the gathering mode's steps."""
     widths = []
     make_loop = group_lasso_ipm._loop
-    monkeypatch.setattr(group_lasso_ipm, "_loop", lambda graph, o, *a: widths.append(o.width) or make_loop(graph, o, *a))
+    monkeypatch.setattr(group_lasso_ipm, "_loop", lambda graph, compiled, o, *a: widths.append(o.width) or make_loop(graph, compiled, o, *a))
     X, Y = relu_task(34, 25, 600, 5, batch=3)
     l1 = lambda1_all_off(X, Y) * torch.tensor([0.1, 0.3, 0.6], dtype=X.dtype)
     b0, i0 = GroupLassoSVMDual(tol=1e-8, sync_free=False).run(X, Y, l1, 0.5)
