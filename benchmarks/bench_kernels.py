@@ -15,10 +15,11 @@ lambda2 = 1, s = 0; lambda1 = 0, "active" (0.2 x the all-off bound) and "near"
 (0.9 lambda_max), as in bench_solver.py. Prints operations per iteration and the
 iterations (or, where the start meets the tolerance, the operations in all): a few
 seconds a row; backbone features first run the ResNet-12 forward of the episodes, a few
-minutes on a CPU. ``--quick``: ReLU features, 15-shot. The last column is one
-sync-free iteration's own operations (the Newton system to the next point, without the
-check between iterations), plain -> compiled by torch.compile (``compiled=True``,
-fused_iteration.py): counted with the profiler inside the compiled region, with the
+minutes on a CPU. ``--quick``: ReLU features, 15-shot. The last two columns are the
+operations of the sync-free solver's start (once a solve) and of one of its iterations
+(the Newton system to the next point, without the check between iterations), plain ->
+compiled by torch.compile (``compiled=True``, solvers/compiled.py): counted with the
+profiler inside the compiled regions, with the
 "eager" backend (every plain operation) and with inductor (the kernels it generates plus
 the library calls it keeps: products, factorisations). Inductor fuses for the CPU here;
 its GPU (Triton) fusion may split a few more kernels. Compiling takes a minute or so a
@@ -47,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_solver import N_WAY, all_off_bound, lambda1_max, make_batch, timed  # noqa: E402
-from fewshot_sparse.solvers import fused_iteration  # noqa: E402
+from fewshot_sparse.solvers import compiled as compiled_solver  # noqa: E402
 from fewshot_sparse.solvers.group_lasso_ipm import InteriorPointSolver  # noqa: E402
 
 # no kernel: views of the same storage, and scalars made or read on the host
@@ -59,7 +60,6 @@ NOT_KERNELS = {
 # seen by the profiler, not kernels: allocation, host-side queries
 NOT_LAUNCHES = NOT_KERNELS | {"empty", "empty_strided", "empty_like", "resolve_conj", "resolve_neg", "is_nonzero",
                               "item", "result_type"}
-REGION = "Torch-Compiled Region"
 
 
 class KernelCount(TorchDispatchMode):
@@ -91,41 +91,45 @@ def count(X, Y, l1, l2: float, sync_free: bool) -> str:
     return f"{total / iterations:7.0f} x {iterations:>3}" if iterations else f"{total} at the start"
 
 
-def step_operations(X, Y, l1, l2: float) -> str:
-    """"plain -> compiled": the operations of one sync-free iteration, counted inside the
-    compiled region with torch.compile's "eager" backend and with inductor."""
+def compiled_operations(X, Y, l1, l2: float) -> list:
+    """["plain -> compiled" for the start, the same for one iteration]: the operations
+    counted inside each compiled region, with torch.compile's "eager" backend and with
+    inductor (the start runs once a solve, the iteration once an iteration)."""
     counts = []
     for backend in ("eager", "inductor"):
-        fused_iteration.BACKEND = backend
+        compiled_solver.BACKEND = backend
         solver = InteriorPointSolver(tol=1e-4, sync_free=True, cuda_graph=False, compiled=True)
         solver.run(X, Y, l1, l2)  # compiles
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             solver.run(X, Y, l1, l2)
-        counts.append(_per_region(prof.events()))
-    fused_iteration.BACKEND = "inductor"
-    return f"{counts[0]:5.0f} -> {counts[1]:3.0f}"
+        regions = _per_call(prof.events())
+        counts.append([regions["compiled interior_start"], regions["compiled advance"]])
+    compiled_solver.BACKEND = "inductor"
+    return [f"{plain:5.0f} -> {fused:3.0f}" for plain, fused in zip(*counts)]
 
 
-def _per_region(events) -> float:
-    """Operations launched inside compiled regions, per region call: generated kernels
-    (cpp_fused_*, triton_*) and the outermost ATen calls, views and allocations not
-    counted (nor an ``aten::to`` / ``contiguous`` that changes nothing)."""
-    calls = ops = 0
+def _per_call(events) -> dict:
+    """{"compiled <function>": operations launched per call} (solvers/compiled.py labels
+    each call). Operations: generated kernels (cpp_fused_*, triton_*) and the outermost
+    ATen calls, views and allocations not counted (nor an ``aten::to`` / ``contiguous``
+    that changes nothing)."""
+    ops, calls = Counter(), Counter()
     for e in events:
-        if e.name.startswith(REGION):
-            calls += 1
+        if e.name.startswith("compiled "):
+            calls[e.name] += 1
             continue
         ancestors, parent = [], e.cpu_parent
         while parent is not None:
             ancestors.append(parent.name)
             parent = parent.cpu_parent
-        if not any(a.startswith(REGION) for a in ancestors) or any(_is_operation(a) for a in ancestors):
+        label = next((a for a in ancestors if a.startswith("compiled ")), None)
+        if label is None or any(_is_operation(a) for a in ancestors):
             continue
         op = e.name[len("aten::"):]
         if _is_generated(e.name) or (e.name.startswith("aten::") and op not in NOT_LAUNCHES and not (
                 op in ("to", "contiguous") and not any(c.name.startswith("aten::") for c in e.cpu_children))):
-            ops += 1
-    return ops / max(calls, 1)
+            ops[label] += 1
+    return {label: ops[label] / n for label, n in calls.items()}
 
 
 def _is_generated(name: str) -> bool:
@@ -162,7 +166,7 @@ def main(argv=None) -> None:
     parser.add_argument("--lambda2", type=float, default=1.0)
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--no-step-count", action="store_true",
-                        help="skip the last column (it compiles for the CPU: a minute or so a row)")
+                        help="skip the last two columns (they compile for the CPU: a minute or so a row)")
     parser.add_argument("--cuda", action="store_true",
                         help="also time each sync-free solve on CUDA, with and without the CUDA graph, per kernel")
     args = parser.parse_args(argv)
@@ -174,7 +178,8 @@ def main(argv=None) -> None:
     torch._inductor.config.cpp.enable_kernel_profile = True  # each generated CPU kernel a profiler event
     print(f"torch {torch.__version__}; {args.tasks} tasks, {N_WAY}-way, lambda2 {args.lambda2:g}, s = 0, tol 1e-4; "
           "operations per iteration (views and host scalars not counted)")
-    print(f"{'features':<8} {'D':>6} {'shot':>4} {'l1':<6} {'gather':>14} {'sync-free':>14} {'step: compiled':>15}")
+    print(f"{'features':<8} {'D':>6} {'shot':>4} {'l1':<6} {'gather':>14} {'sync-free':>14} {'start: compiled':>15} "
+          f"{'step: compiled':>15}")
     for feat, shot in itertools.product(args.features, args.shots):
         batch = make_batch(0, args.tasks, shot, args.dim, feat, "cpu")
         X = batch["support"]
@@ -183,8 +188,9 @@ def main(argv=None) -> None:
                    "near": 0.9 * lambda1_max(X, Y, args.lambda2, 0.0)}
         for kind, l1 in lambdas.items():
             cells = [count(X, Y, l1.to(X.dtype), args.lambda2, sync_free) for sync_free in (False, True)]
-            cells.append("-" if args.no_step_count else step_operations(X, Y, l1.to(X.dtype), args.lambda2))
-            print(f"{feat:<8} {X.shape[-1]:>6} {shot:>4} {kind:<6} {cells[0]:>14} {cells[1]:>14} {cells[2]:>15}", flush=True)
+            cells += ["-", "-"] if args.no_step_count else compiled_operations(X, Y, l1.to(X.dtype), args.lambda2)
+            print(f"{feat:<8} {X.shape[-1]:>6} {shot:>4} {kind:<6} {cells[0]:>14} {cells[1]:>14} {cells[2]:>15} "
+                  f"{cells[3]:>15}", flush=True)
             if args.cuda:
                 print(f"{'':<26} {per_kernel_on_cuda(X, Y, l1.to(X.dtype), args.lambda2)}", flush=True)
 

@@ -29,7 +29,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
     python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 } 2>&1 | tee "$out/env.txt"
 timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
-    tests/solvers/test_ipm_sync_free.py tests/solvers/test_graph_loop.py tests/solvers/test_fused_iteration.py \
+    tests/solvers/test_ipm_sync_free.py tests/solvers/test_graph_loop.py tests/solvers/test_compiled_solver.py \
     tests/solvers/test_ipm_systems.py \
     tests/engine/test_engine_step.py \
     tests/heads/test_heads_contract.py tests/data/test_data_sampler.py 2>&1 | tee "$out/gpu_tests.txt"

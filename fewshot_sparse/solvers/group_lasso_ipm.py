@@ -32,13 +32,12 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.fused_iteration import FusedIteration
+from fewshot_sparse.solvers.compiled import CompiledIteration, compiled_call
 from fewshot_sparse.solvers.graph_loop import graph_loop
 from fewshot_sparse.solvers.group_lasso_dual import (
     Scalar,
     check_inputs,
     check_lambdas,
-    correlations,
     dual_gradient,
     duality_gap,
     gram,
@@ -50,16 +49,14 @@ from fewshot_sparse.solvers.group_lasso_dual import (
 from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo, info_to
 from fewshot_sparse.solvers.ipm_groups import central_pairs
-from fewshot_sparse.solvers.ipm_iteration import WORK, EagerLoop, Options, carried_curvature, evaluate, iteration
+from fewshot_sparse.solvers.ipm_iteration import WORK, EagerLoop, Options, iteration
 from fewshot_sparse.solvers.ipm_line_search import state_merit
-from fewshot_sparse.solvers.ipm_systems import cholesky_solve, class_block, sum_zero_basis
-from fewshot_sparse.solvers.prox import project_rows_to_simplex, row_norms
+from fewshot_sparse.solvers.ipm_start import equality_start, interior_start, per_task
+from fewshot_sparse.solvers.ipm_systems import class_block, sum_zero_basis
+from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 _RESIDUAL_FLOOR = {False: 1e-3, True: 1e-4}  # lambda1 = 0 / > 0 (the model's residual)
 _COMPACT_BELOW = 0.75  # drop screened columns once they are a quarter of those left
-_FIRST_PAIRS = 0.003  # the group pairs' p q = (this lambda1)^2 for the multipliers' start
-_START_SCALE = {False: 0.01, True: 0.3}  # z0 / spread, lambda1 = 0 / > 0 (measured, math.md 6)
-_WARM_SCALE = 0.3  # lambda1 > 0: z0 times this from a caller's warm start (measured, math.md 6)
 _STALL_CHECKS = 8  # checks without the best gap halving, near the rounding floor: stalled
 _STALL_NEAR = 30.0  # "near": within this factor of the estimate (real stalls: 2-20, math.md 6)
 _MIN_WIDTH = 64  # the narrowest static gather of rank-one groups (sync-free mode)
@@ -88,10 +85,10 @@ class InteriorPointSolver:
                   captured CUDA graph (graph_loop.py; default: on CUDA in the sync-free
                   mode). Off CUDA, True runs the same buffers uncaptured, the twin the
                   tests compare against. Same iterates, one launch per iteration.
-    compiled      run each iteration through torch.compile (fused_iteration.py; sync-free
-                  mode only; off by default): a few dozen fused kernels an iteration
-                  instead of a few hundred operations, the same iterates to round-off,
-                  after tens of seconds of compiling per shape and gather width.
+    compiled      run the start and each iteration through torch.compile (compiled.py;
+                  sync-free mode only; off by default): a few dozen fused kernels an
+                  iteration instead of a few hundred operations, the same iterates to
+                  round-off, after tens of seconds of compiling per shape and gather width.
     """
 
     tol: float = 1e-4
@@ -146,7 +143,7 @@ class InteriorPointSolver:
         if self.compiled and not sync_free:
             raise ValueError("compiled=True needs the sync-free mode (sync_free=None or True)")
         o = Options(smooth, sync_free, s)
-        c["floor"] = _per_task(l1, _RESIDUAL_FLOOR)  # per task, as z's start below
+        c["floor"] = per_task(l1, _RESIDUAL_FLOOR)  # per task, as z's start below
         # gap-safe screening (s > 0, lambda1 > 0): certified-zero groups leave the features
         screen = s > 0 and smooth and not sync_free and bool((l1 > 0).any())
         col_norms = torch.linalg.vector_norm(X, dim=1).to(WORK) if screen else None
@@ -164,44 +161,23 @@ class InteriorPointSolver:
             Kw = K if K is not None else gram(X.to(WORK))
             grad = dual_gradient(X, Yw, beta, torch.zeros_like(l1), l2, s, Kw)
             moved = l1 == 0
-            beta0 = torch.where(moved, _equality_start(class_block(Kw, l2, s), grad), beta)
+            beta0 = torch.where(moved, equality_start(class_block(Kw, l2, s), grad), beta)
         if beta0 is not None:  # a warm start that already meets tol is the answer; else an
             b0 = project_rows_to_simplex(beta0.detach().to(WORK))  # interior point near it
             start = (b0, duality_gap(X, Yw, b0, l1, l2, s, K))
             beta = 0.99 * b0 + 0.01 * beta if moved is None else torch.where(moved, 0.99 * b0 + 0.01 * beta, beta)
-        pairs = None
-        if smooth:  # first nearly on the kinks, for the multipliers' start below
-            pairs = central_pairs(row_norms(correlations(X, Yw - beta)), l1, l2, (_FIRST_PAIRS * l1) ** 2 / l2)
-        _, (p, d, gap), V, n, gm = evaluate(c, o, beta, pairs[0] if pairs else None)  # the steps follow gm, the model's gradient
-        # multipliers' start (docs/math.md, 6): z = theta * spread_i on every entry of row
-        # i, nu_i the row mean of z - grad; the dual residual starts at the gradient's
-        # deviation from its row mean, and mu0 is a fraction of what a feasible z gives
-        spread = (gm.amax(-1, keepdim=True) - gm.amin(-1, keepdim=True)).clamp_min(1e-3 * (1.0 + gm.abs().amax((1, 2), keepdim=True)))
-        z = _per_task(l1, _START_SCALE) * spread.expand_as(gm)
-        if warm and smooth:  # nearer the solution: smaller multipliers (math.md 6, "Warm start")
-            z = torch.where(l1 > 0, _WARM_SCALE * z, z)
-        nu = (z - gm).mean(-1, keepdim=True)
-        if smooth:  # the group pairs start on their central path (math.md 6, "Group pairs")
-            weight = min(1.0, S * W / X.shape[-1])  # their total p q / lambda2 at most n mu0
-            pairs = central_pairs(n, l1, l2, weight * (beta * z).mean((1, 2), keepdim=True))
-            _, (p, d, gap), V, n, gm = evaluate(c, o, beta, pairs[0])
-
-        out_beta, out = beta.clone(), (p.clone(), d.clone(), gap.clone())
-        if beta0 is not None:
-            out_beta, out = _keep(start[1][2] <= out[2], start[0], out_beta, start[1], out)
-        iters = torch.zeros(B, dtype=torch.long, device=X.device)
-        done = torch.zeros(B, dtype=torch.bool, device=X.device)
-        ridge = torch.full((B, 1, 1), 1e-14, dtype=WORK, device=X.device)
-        state = dict(beta=beta, nu=nu, z=z, p=p, d=d, gap=gap, gm=gm, ridge=ridge, done=done)
-        if smooth:
-            state.update(V=V, norms=n, excess=pairs[0], slack=pairs[1])
-            state["merit"] = state_merit(state, l1, l2, c["on"])
         # sync-free with lambda1 > 0 and a check every iteration: the rank-one groups are
         # gathered to a static width, set from their count read in each check's sync
         # (the count comes with each step's state: no extra operations at the check)
         bucketed = smooth and sync_free and self.check_every == 1
+        start_at = functools.partial(compiled_call, interior_start) if self.compiled else interior_start
+        state = start_at(c, o, beta, warm, bucketed)
+        out_beta, out = state["beta"].clone(), tuple(state[k].clone() for k in ("p", "d", "gap"))
+        if beta0 is not None:
+            out_beta, out = _keep(start[1][2] <= out[2], start[0], out_beta, start[1], out)
+        iters = torch.zeros(B, dtype=torch.long, device=X.device)
+        done = state["done"]
         if bucketed:
-            state.update(carried_curvature(V, n, l1, *pairs))
             o = o._replace(width=_gather_width(int(state["count"]), X.shape[-1]))
         loop = _loop(graph, self.compiled, o, state, c)
         st = loop.state
@@ -209,22 +185,19 @@ class InteriorPointSolver:
         # _STALL_CHECKS checks has stalled there: it stops (unconverged; the fit then runs
         # in float64, implicit/group_lasso_svm_grad.py) rather than run to max_iter
         near_floor = _STALL_NEAR * rounding_floor(X, l2) if smooth and X.dtype != WORK else None
-        best_gaps = []
+        best_gaps = []  # the best gaps of the last _STALL_CHECKS checks (near_floor only)
+        check = functools.partial(compiled_call, track_best) if self.compiled else track_best
         for k in range(self.max_iter + 1):
             if k % self.check_every == 0 or k == self.max_iter:
-                p, d, gap, beta = st["p"], st["d"], st["gap"], st["beta"]
-                better = ~done & (gap < out[2])
-                out_beta, out = _keep(better, beta, out_beta, (p, d, gap), out)
+                oldest = best_gaps[0] if len(best_gaps) == _STALL_CHECKS else None
+                out_beta, out, better, want, finished, flags = check(
+                    st, done, out_beta, out, oldest, near_floor, self.tol, self.polish_below, bucketed)
                 iters = torch.where(better, k, iters)
-                want = ~done & (out[2] > self.tol) & (gap < self.polish_below)
-                finished = done | (out[2] <= self.tol)
                 if near_floor is not None:
-                    best_gaps.append(out[2])
-                    if len(best_gaps) > _STALL_CHECKS:
-                        finished = finished | ((out[2] <= near_floor) & (out[2] > 0.5 * best_gaps.pop(0)))
-                flags = [want.any(), finished.all()] + ([st["count"]] if bucketed else [])
-                polish, stop, *count = torch.stack(flags).tolist()  # the one host sync
+                    best_gaps = best_gaps[-(_STALL_CHECKS - 1):] + [out[2]]
+                polish, stop, *count = flags.tolist()  # the one host sync
                 if k > 0 and polish:  # (a second one where it polishes)
+                    beta = st["beta"]
                     out_beta, out, polished = self._polish(loop.consts["X"], Yw, beta, st["z"], l1, l2, K, want, out_beta, out)
                     iters = torch.where(polished, k + 1, iters)
                     finished = done | (out[2] <= self.tol)
@@ -238,7 +211,7 @@ class InteriorPointSolver:
                     o = o._replace(width=width)
                     loop = _loop(graph, self.compiled, o, loop.state, loop.consts)
                 if screen:
-                    keep = safe_groups(st["V"], col_norms, l1, l2, s, p - d)
+                    keep = safe_groups(st["V"], col_norms, l1, l2, s, st["p"] - st["d"])
                     if int(keep.sum(-1).max()) <= _COMPACT_BELOW * keep.shape[-1]:
                         loop.consts["X"], V, n, col_norms, pairs = _compact(keep, loop.consts["X"], st, col_norms, l1, l2)
                         loop.write(V=V, norms=n, excess=pairs[0], slack=pairs[1])
@@ -260,30 +233,6 @@ class InteriorPointSolver:
         return out_beta, out, better
 
 
-def _per_task(l1: Tensor, value: dict) -> Tensor:
-    """value[lambda1 > 0] per task [B, 1, 1], in l1's dtype: a task's settings follow its own
-    lambda1, not its batch-mates'."""
-    return torch.full_like(l1, value[False]).masked_fill_(l1 > 0, value[True])
-
-
-def _equality_start(A: Tensor, grad: Tensor) -> Tensor:
-    """lambda1 = 0, from the centre beta = 1/W with gradient ``grad`` [B, S, W]: the minimiser
-    of the quadratic f on {E beta = 1} (beta >= 0 dropped), shifted into the simplices
-    (Mehrotra's start; docs/math.md, 6). H = A kron I_W with the same A [B, S, S] in every
-    class, so the Newton system has d_nu = the row mean of -grad and d_beta = A^-1 (mean
-    - grad): one S x S Cholesky. A task whose A is not positive definite even with a ridge
-    of 1e-12 times its largest diagonal entry keeps the centre."""
-    W = grad.shape[-1]
-    M = A.clone()
-    M.diagonal(dim1=1, dim2=2).add_(1e-12 * M.diagonal(dim1=1, dim2=2).amax(-1, keepdim=True))
-    L, info = torch.linalg.cholesky_ex(M)
-    beta = 1.0 / W + cholesky_solve(grad.mean(-1, keepdim=True) - grad, L)
-    shift = (-1.5 * beta.amin(-1, keepdim=True)).clamp_min(0.0)  # rows stay on the affine set
-    beta = (beta + shift) / (1.0 + W * shift)
-    ok = (info == 0)[:, None, None] & beta.isfinite().all(-1, keepdim=True).all(-2, keepdim=True)
-    return torch.where(ok, beta, 1.0 / W)
-
-
 def _loop(graph: bool, compiled: bool, o: Options, state, consts):
     """The iteration loop for options ``o``: with ``graph`` or ``compiled``, static buffers
     (cached per shape and options), replayed as one CUDA graph per iteration where
@@ -292,7 +241,7 @@ def _loop(graph: bool, compiled: bool, o: Options, state, consts):
         return EagerLoop(state, consts, o)
     X = consts["X"]
     key = (X.device, X.dtype, tuple(X.shape), state["beta"].shape[-1], o, tuple(sorted(consts)), graph, compiled)
-    step = FusedIteration(o) if compiled else functools.partial(iteration, o=o)
+    step = CompiledIteration(o) if compiled else functools.partial(iteration, o=o)
     return graph_loop(key, step, state, consts, capture=graph)
 
 
@@ -319,6 +268,25 @@ def _compact(keep: Tensor, X: Tensor, st, col_norms: Tensor, l1: Tensor, l2: Ten
     pad = central_pairs(nc, l1, l2, (st["beta"] * st["z"]).mean((1, 2), keepdim=True))
     pairs = tuple(torch.where(kept, torch.gather(st[k], 1, order), pd) for k, pd in zip(("excess", "slack"), pad))
     return Xc, Vc, nc, torch.gather(col_norms, 1, order) * kept, pairs
+
+
+def track_best(st, done: Tensor, out_beta: Tensor, out: tuple, oldest: Optional[Tensor], near_floor: Optional[Tensor],
+               tol: float, polish_below: float, count: bool):
+    """The check between iterations, on the device: the best point so far per task
+    (out_beta, out = (primal, dual, gap)) updated with the state's, ``better`` [B] where
+    that is the state's, ``want`` (unfinished tasks to polish), ``finished`` (within tol;
+    or stalled: near ``near_floor`` and not below half the best gap ``oldest`` of
+    _STALL_CHECKS checks before) and the flags [any want, all finished(, the state's
+    rank-one count)] the host reads."""
+    gap = st["gap"]
+    better = ~done & (gap < out[2])
+    out_beta, out = _keep(better, st["beta"], out_beta, (st["p"], st["d"], gap), out)
+    want = ~done & (out[2] > tol) & (gap < polish_below)
+    finished = done | (out[2] <= tol)
+    if oldest is not None:
+        finished = finished | ((out[2] <= near_floor) & (out[2] > 0.5 * oldest))
+    flags = [want.any(), finished.all()] + ([st["count"]] if count else [])
+    return out_beta, out, better, want, finished, torch.stack(flags)
 
 
 def _keep(mask: Tensor, beta: Tensor, out_beta: Tensor, vals, out):

@@ -1,6 +1,6 @@
-"""The interior-point iteration compiled by torch.compile (``compiled=True``) takes the
-steps of its plain-PyTorch twin, and falls back to it, with a warning, where compiling
-fails. Each distinct problem shape compiles once (tens of seconds on a CPU), so these
+"""The interior-point solver compiled by torch.compile (``compiled=True``: its start and
+its iteration) takes the steps of its plain-PyTorch twin, and falls back to it, with a
+warning, where compiling fails. Each distinct problem shape compiles once (tens of seconds on a CPU), so these
 tests share two shapes."""
 
 import warnings
@@ -9,42 +9,70 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from fewshot_sparse.solvers import fused_iteration, graph_loop
+from fewshot_sparse.solvers import compiled as compiled_solver
+from fewshot_sparse.solvers import graph_loop
 from fewshot_sparse.solvers.group_lasso_dual import dual_weights
-from fewshot_sparse.solvers.group_lasso_ipm import InteriorPointSolver
+from fewshot_sparse.solvers.group_lasso_ipm import InteriorPointSolver, track_best
 from tasks import lambda1_all_off, relu_task
 
 # D = 48 is below the narrowest gather width: one compiled graph a shape
 SHAPE = (25, 48, 5)
 
 
-def _solve(X, Y, l1, compiled):
-    return InteriorPointSolver(tol=1e-8, sync_free=True, compiled=compiled).run(X, Y, l1, 0.5)
+def _solve(X, Y, l1, compiled, beta0=None):
+    return InteriorPointSolver(tol=1e-8, sync_free=True, compiled=compiled).run(X, Y, l1, 0.5, beta0=beta0)
 
 
 @pytest.fixture
 def fresh_compile(monkeypatch):
     """A process state where compiling has not failed yet; no cached loop."""
-    monkeypatch.setattr(fused_iteration, "_failed", [])
+    monkeypatch.setattr(compiled_solver, "_failed", [])
     graph_loop.clear_graph_cache()
     yield
     graph_loop.clear_graph_cache()
 
 
 @pytest.mark.parametrize("lambda1", ["mixed", "zero"])  # the group pairs' model; K = X X^T
-def test_the_compiled_iteration_takes_the_plain_steps(lambda1, fresh_compile):
+def test_the_compiled_solver_takes_the_plain_steps(lambda1, fresh_compile):
     graphs = counters["stats"]["unique_graphs"]
-    for seed in (51, 52):  # the second solve reuses the first one's compiled graph
+    for seed, warm in ((51, False), (52, False), (53, True)):  # the later solves reuse the compiled graphs
         X, Y = relu_task(seed, *SHAPE, batch=4)
         l1 = lambda1_all_off(X, Y) * torch.tensor([0.0, 0.05, 0.3, 0.8], dtype=X.dtype)
         l1 = torch.zeros_like(l1) if lambda1 == "zero" else l1
+        g = torch.Generator().manual_seed(seed)
+        beta0 = torch.softmax(torch.randn(Y.shape, generator=g, dtype=X.dtype), -1) if warm else None
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message="torch.compile")
-            (b_p, i_p), (b_c, i_c) = (_solve(X, Y, l1, compiled) for compiled in (False, True))
+            (b_p, i_p), (b_c, i_c) = (_solve(X, Y, l1, c, beta0) for c in (False, True))
         assert i_p.converged.all() and torch.equal(i_c.iterations, i_p.iterations)
         # the same arithmetic in another order (fused loops): the weights to round-off
         torch.testing.assert_close(dual_weights(X, Y, b_c, l1, 0.5), dual_weights(X, Y, b_p, l1, 0.5), atol=1e-10, rtol=0)
     assert counters["stats"]["unique_graphs"] > graphs, "nothing was compiled"
+
+
+def test_the_compiled_check_keeps_the_plain_best_points_and_flags(fresh_compile):
+    """The check between iterations, with the stall test on (float32 features): mixed
+    tasks (done, better, worse, stalled, converged), compiled against plain, exactly."""
+    g = torch.Generator().manual_seed(57)
+    B, S, W = 6, 10, 3
+    st = {k: torch.rand(B, generator=g, dtype=torch.float64) for k in ("p", "d", "gap")}
+    st["beta"] = torch.rand(B, S, W, generator=g, dtype=torch.float64)
+    st["gap"] = torch.tensor([1e-3, 2e-5, 5e-4, 5e-6, 3e-4, 1e-2], dtype=torch.float64)
+    st["count"] = torch.tensor(17)
+    done = torch.tensor([True, False, False, False, False, False])
+    out = tuple(torch.rand(B, generator=g, dtype=torch.float64) for _ in range(3))
+    out = out[:2] + (torch.tensor([1e-2, 1e-4, 1e-4, 2e-4, 2e-4, 1e-3], dtype=torch.float64),)
+    out_beta = torch.rand(B, S, W, generator=g, dtype=torch.float64)
+    oldest = torch.tensor([1e-2, 1e-4, 9e-4, 1e-4, 3e-4, 1e-3], dtype=torch.float64)
+    near = torch.full((B,), 1e-3, dtype=torch.float64)
+    args = (st, done, out_beta, out, oldest, near, 1e-6, 1e-5, True)
+    plain = track_best(*args)
+    fused = compiled_solver.compiled_call(track_best, *args)
+    # task 0 done, 1 and 3 better, 3 to polish, 4 and 5 stalled (not halved since oldest)
+    assert plain[3].tolist() == [False, False, False, True, False, False]
+    assert plain[4].tolist() == [True, False, False, False, True, True] and plain[-1].tolist() == [1, 0, 17]
+    for got, want in zip(torch.utils._pytree.tree_leaves(fused), torch.utils._pytree.tree_leaves(plain)):
+        assert torch.equal(got, want)
 
 
 def _failing_backend(gm, example_inputs):
@@ -52,10 +80,10 @@ def _failing_backend(gm, example_inputs):
 
 
 def test_a_failed_compile_warns_once_and_runs_the_plain_iteration(monkeypatch, fresh_compile):
-    monkeypatch.setattr(fused_iteration, "BACKEND", _failing_backend)
+    monkeypatch.setattr(compiled_solver, "BACKEND", _failing_backend)
     X, Y = relu_task(53, *SHAPE, batch=2)
     l1 = 0.3 * lambda1_all_off(X, Y)
-    with pytest.warns(UserWarning, match="torch.compile of the solver iteration failed.*no compiler here") as record:
+    with pytest.warns(UserWarning, match="torch.compile of the solver failed.*no compiler here") as record:
         b_c, i_c = _solve(X, Y, l1, True)
         _solve(X, Y, l1, True)  # no second try, no second warning
     assert sum("torch.compile" in str(w.message) for w in record) == 1
