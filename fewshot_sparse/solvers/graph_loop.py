@@ -13,7 +13,9 @@ order of writes), and the fallback when a capture fails.
 
 Loops are cached by key (shapes, dtypes, device, options), so repeated solves of the same
 shape (every training step) capture once. ``step`` must depend on nothing but its two
-arguments and the key.
+arguments and the key. Loops given the same ``share`` key (the solver's: the same shapes,
+another gather width) share their buffers: a solve that moves to another loop of its
+shape copies nothing, and one set of buffers serves them all.
 
 A capture can succeed and still replay something else than the code says (a value read
 on the host at capture time is frozen into the graph). So the first VERIFIED_REPLAYS
@@ -44,10 +46,15 @@ class GraphLoop:
     ``step``; captured lazily at the first ``step`` (after ``load``)."""
 
     def __init__(self, step: Callable[[Tensors, Tensors], Tensors], state: Tensors, consts: Tensors,
-                 capture: bool = True):
+                 capture: bool = True, share: Hashable = None, buffers=None):
         self._step = step
-        self.state = {k: v.clone() for k, v in state.items()}
-        self.consts = {k: v.clone() for k, v in consts.items()}
+        self.share = share
+        if buffers is None:
+            self.state = {k: v.clone() for k, v in state.items()}
+            self.consts = {k: v.clone() for k, v in consts.items()}
+        else:  # another loop's (state, consts) buffers, loaded with this call's values
+            self.state, self.consts = dict(buffers[0]), dict(buffers[1])
+            self.load(state, consts)
         self._graph = None
         self._capture = capture and next(iter(self.state.values())).device.type == "cuda"
         self._unverified = 0  # replays still to check against the uncaptured step
@@ -56,7 +63,8 @@ class GraphLoop:
         """Copy a new call's values into the buffers (same keys, shapes and dtypes)."""
         self.write(**state)
         for k, v in consts.items():
-            self.consts[k].copy_(v)
+            if v is not self.consts[k]:
+                self.consts[k].copy_(v)
 
     def write(self, **values: Tensor) -> None:
         for k, v in values.items():
@@ -135,12 +143,15 @@ def _agreement(got: Tensors, want: Tensors) -> list:
 
 
 def graph_loop(key: Hashable, step: Callable[[Tensors, Tensors], Tensors], state: Tensors, consts: Tensors,
-               capture: bool = True) -> GraphLoop:
-    """The cached loop for ``key`` loaded with ``state`` and ``consts`` (a new one on a miss);
-    ``capture``: as a CUDA graph on CUDA (else static buffers, uncaptured)."""
+               capture: bool = True, share: Hashable = None) -> GraphLoop:
+    """The cached loop for ``key`` loaded with ``state`` and ``consts`` (a new one on a miss,
+    on the buffers of a cached loop with the same ``share`` key where there is one: the
+    same keys, shapes and dtypes); ``capture``: as a CUDA graph on CUDA (else static
+    buffers, uncaptured)."""
     loop = _cache.pop(key, None)
     if loop is None:
-        loop = GraphLoop(step, state, consts, capture)
+        sibling = next((other for other in _cache.values() if share is not None and other.share == share), None)
+        loop = GraphLoop(step, state, consts, capture, share, None if sibling is None else (sibling.state, sibling.consts))
     else:
         loop.load(state, consts)
     _cache[key] = loop

@@ -242,7 +242,9 @@ def _loop(graph: bool, compiled: bool, o: Options, state, consts):
     X = consts["X"]
     key = (X.device, X.dtype, tuple(X.shape), state["beta"].shape[-1], o, tuple(sorted(consts)), graph, compiled)
     step = CompiledIteration(o) if compiled else functools.partial(iteration, o=o)
-    return graph_loop(key, step, state, consts, capture=graph)
+    # the loops of other gather widths hold the same state and constants: one set of buffers
+    share = key[:4] + (o._replace(width=None),) + key[5:]
+    return graph_loop(key, step, state, consts, capture=graph, share=share)
 
 
 def _gather_width(count: int, D: int) -> Optional[int]:

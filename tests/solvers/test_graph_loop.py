@@ -94,6 +94,10 @@ def test_the_static_buffer_twin_takes_the_eager_steps(smoothing, lambda1, shape)
         torch.testing.assert_close(dual_weights(X, Y, b_g, l1, 0.5), dual_weights(X, Y, b_e, l1, 0.5), atol=1e-12, rtol=0)
     # one loop per gather width (lambda1 > 0), the same for every call of this shape
     assert len({key[:4] + (key[4]._replace(width=None),) + key[5:] for key in graph_loop._cache}) == 1
+    # and one set of buffers for them all: a move to another width copies nothing
+    loops = list(graph_loop._cache.values())
+    for buffers in ("state", "consts"):
+        assert len({tuple(v.data_ptr() for v in getattr(loop, buffers).values()) for loop in loops}) == 1
 
 
 def test_cuda_graph_needs_the_sync_free_mode():
