@@ -18,9 +18,9 @@ lambda_max, by bisection)}, lambda2 in {0.1, 1, 10, 100}, smoothing in {0, 1}.
 Methods (each: solve, logits, cross-entropy on the query labels, backward to the features)
   ipm    the head's default: batched interior-point solver + implicit gradient
   eager  on CUDA, ipm without its CUDA graph (every operation launched from Python)
-  compiled  with --compiled: ipm in the sync-free mode with each iteration fused by
-         torch.compile (compiled=True; compiling, once per shape, is not timed), on the
-         GPU where there is one, else on the CPU
+  compiled  with --compiled: ipm in the sync-free mode with its start, iterations and
+         checks fused by torch.compile (compiled=True; compiling, once per shape, is not
+         timed), on the GPU where there is one, else on the CPU
   fista  the same head with the first-order solver (cap --fista-max-iter)
   cvx    fewshot_sparse.reference (cvxpylayers + diffcp, Clarabel) on the first task, at
          D = 640 only; ipm is re-timed on that one task for the ratio. Building the layer
@@ -278,7 +278,7 @@ def main(argv=None) -> None:
     p.add_argument("--sync-free", action="store_true",
                    help="also time the sync-free mode (the default on GPUs) on the CPU: rows syncfree/cpu")
     p.add_argument("--compiled", action="store_true",
-                   help="also time the iteration compiled by torch.compile (sync-free): rows compiled/<device>")
+                   help="also time the solver compiled by torch.compile (sync-free): rows compiled/<device>")
     p.add_argument("--float64", action="store_true", help="features in float64 (default float32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,

@@ -85,10 +85,11 @@ class InteriorPointSolver:
                   captured CUDA graph (graph_loop.py; default: on CUDA in the sync-free
                   mode). Off CUDA, True runs the same buffers uncaptured, the twin the
                   tests compare against. Same iterates, one launch per iteration.
-    compiled      run the start and each iteration through torch.compile (compiled.py;
-                  sync-free mode only; off by default): a few dozen fused kernels an
-                  iteration instead of a few hundred operations, the same iterates to
-                  round-off, after tens of seconds of compiling per shape and gather width.
+    compiled      run the start, each iteration and each check through torch.compile
+                  (compiled.py; sync-free mode only; off by default): a few dozen fused
+                  kernels an iteration instead of a few hundred operations, the same
+                  iterates to round-off, after tens of seconds of compiling per shape and
+                  gather width.
     """
 
     tol: float = 1e-4
@@ -194,7 +195,7 @@ class InteriorPointSolver:
                     st, done, out_beta, out, oldest, near_floor, self.tol, self.polish_below, bucketed)
                 iters = torch.where(better, k, iters)
                 if near_floor is not None:
-                    best_gaps = best_gaps[-(_STALL_CHECKS - 1):] + [out[2]]
+                    best_gaps = (best_gaps + [out[2]])[-_STALL_CHECKS:]
                 polish, stop, *count = flags.tolist()  # the one host sync
                 if k > 0 and polish:  # (a second one where it polishes)
                     beta = st["beta"]

@@ -99,23 +99,21 @@ def test_compiled_needs_the_sync_free_mode():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("l1", [0.0, 0.3])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_the_compiled_captured_iteration_takes_the_plain_cuda_steps(l1, dtype, fresh_compile):
+def test_the_compiled_captured_solver_takes_the_plain_cuda_steps(fresh_compile):
+    """float32 features, lambda1 > 0: the GPU target's regime (one configuration: each
+    compiles for a minute or so)."""
     dev = torch.device("cuda")
     for seed in (55, 56):  # the second solve replays the first one's graph
-        X, Y = relu_task(seed, *SHAPE, batch=4, dtype=dtype)
-        l1t = l1 * lambda1_all_off(X, Y)
-        X, Y, l1t = X.to(dev), Y.to(dev), l1t.to(dev)
+        X, Y = relu_task(seed, *SHAPE, batch=4, dtype=torch.float32)
+        l1 = 0.3 * lambda1_all_off(X, Y)
+        X, Y, l1 = X.to(dev), Y.to(dev), l1.to(dev)
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message=".*(CUDA graph|torch.compile)")
-            (b_p, i_p), (b_c, i_c) = (InteriorPointSolver(tol=1e-5, cuda_graph=c, compiled=c).run(X, Y, l1t, 1.0)
+            (b_p, i_p), (b_c, i_c) = (InteriorPointSolver(tol=1e-5, cuda_graph=c, compiled=c).run(X, Y, l1, 1.0)
                                       for c in (False, True))
+        assert next(iter(graph_loop._cache.values()))._graph is not None, "the iteration was not captured"
         assert i_c.converged.all() and i_p.converged.all()
-        if dtype == torch.float64:  # round-off apart: the same steps
-            assert torch.equal(i_c.iterations.cpu(), i_p.iterations.cpu())
-            torch.testing.assert_close(dual_weights(X, Y, b_c, l1t, 1.0), dual_weights(X, Y, b_p, l1t, 1.0), atol=1e-8, rtol=0)
-        else:  # float32 products in another order may take a step more or less: both
-            # primal values lie within tol of the optimum
-            scale = torch.maximum(i_p.primal.abs(), torch.ones_like(i_p.primal))
-            assert ((i_c.primal - i_p.primal).abs() <= 2e-5 * scale).all()
+        # float32 products in another order may take a step more or less: both primal
+        # values lie within tol of the optimum
+        scale = torch.maximum(i_p.primal.abs(), torch.ones_like(i_p.primal))
+        assert ((i_c.primal - i_p.primal).abs() <= 2e-5 * scale).all()
