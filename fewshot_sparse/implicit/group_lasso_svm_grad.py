@@ -47,9 +47,9 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
     optimal, docs/math.md 6, "Dtypes"); the forward rounds it to X's dtype."""
 
     @staticmethod
-    def forward(ctx, X, lambda1, lambda2, Y, beta, smoothing, W64=None):
+    def forward(ctx, X, lambda1, lambda2, Y, beta, smoothing, W64=None, compiled=False):
         ctx.save_for_backward(X, lambda1, lambda2, Y, beta)
-        ctx.smoothing = smoothing
+        ctx.smoothing, ctx.compiled = smoothing, compiled
         if W64 is None:
             return dual_weights(X, Y, beta, lambda1, lambda2)
         return W64.to(X.dtype)
@@ -60,7 +60,7 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
         s = ctx.smoothing
         need = ctx.needs_input_grad[:3]
         if not any(need):
-            return None, None, None, None, None, None, None
+            return None, None, None, None, None, None, None, None
         B = X.shape[0]
         with torch.enable_grad():
             Xd = X.detach().requires_grad_(need[0])
@@ -73,7 +73,7 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
             (g_beta,) = torch.autograd.grad(direct, bd, retain_graph=True)
             with torch.no_grad():
                 l1c, l2c = l1.detach(), l2.detach()
-                u = adjoint_solve(X, Y, beta, l1c, l2c, s, g_beta)
+                u = adjoint_solve(X, Y, beta, l1c, l2c, s, g_beta, ctx.compiled)
             obj = direct - (dual_gradient(Xd, Y, bd, l1, l2, s) * u).sum()
             inputs = [z for z, nd in zip((Xd, l1d, l2d), need) if nd]
             grads = list(torch.autograd.grad(obj, inputs, allow_unused=True))
@@ -84,7 +84,7 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
                 out.append(torch.zeros_like(z) if gz is None else gz)
             else:
                 out.append(None)
-        return out[0], out[1], out[2], None, None, None, None
+        return out[0], out[1], out[2], None, None, None, None, None
 
 
 def group_lasso_svm_fit(
@@ -126,10 +126,11 @@ def group_lasso_svm_fit(
         beta_u = unrolled_fista(X, Y, lambda1, lambda2, solver.smoothing, info.iterations, beta0=beta0)
         return dual_weights(X, Y, beta_u, lambda1, lambda2), beta, info
     if X.dtype == torch.float64:
-        return _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing)), beta, info
+        return _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing), None,
+                                            solver.compiled), beta, info
     X64 = X.detach().double()
     W64 = dual_weights(X64, Y.double(), beta.double(), lambda1.double(), lambda2.double())
-    W = _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing), W64)
+    W = _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing), W64, solver.compiled)
     # near X's rounding floor: the gap of what is returned, and where that misses tol (the
     # floor's estimate is low by up to 10x on some features, docs/math.md 6, "Dtypes")
     # those tasks fitted again in float64, warm-started

@@ -2,8 +2,9 @@
 docs/benchmarks.md, "A compiled solver").
 
 A sync-free interior-point iteration (ipm_iteration.py) is a few hundred small tensor
-operations, and so is the solver's start (ipm_start.py); on a GPU each is a kernel
-launch, and their count, more than their flops, sets the time of a solve. Inductor fuses
+operations, and so are the solver's start (ipm_start.py) and the implicit gradient's
+adjoint solve (group_lasso_newton.py); on a GPU each is a kernel launch, and their
+count, more than their flops, sets the time of a solve. Inductor fuses
 the elementwise chains and reductions between the matrix products and factorisations
 into a few dozen kernels: the same arithmetic in another order (the plain functions are
 the twins the tests compare against).
@@ -23,8 +24,6 @@ from typing import Callable
 
 import torch  # (torch._dynamo loads on first use: a second of import time otherwise)
 
-from fewshot_sparse.solvers.ipm_iteration import Options, iteration
-
 BACKEND = "inductor"
 # one graph per function, shape, dtype and gather width: a run meets a few of each, more
 # than dynamo's default of 8 per function
@@ -36,10 +35,8 @@ def compiled_call(fn: Callable, *args, **kwargs):
     """``fn(*args, **kwargs)`` compiled whole (static shapes), or plain where compiling has
     failed in this process (with one warning, the first time)."""
     if not _failed:
-        try:  # (labelled for profilers: benchmarks/bench_kernels.py counts by it)
-            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT), torch.profiler.record_function(
-                    f"compiled {fn.__name__}"):
-                return _compiled(fn, BACKEND)(*args, **kwargs)
+        try:
+            return _call_compiled(fn, args, kwargs)
         except Exception as err:  # noqa: BLE001 (any compile error: the plain twin follows)
             _failed.append(err)
             warnings.warn(f"torch.compile of the solver failed ({_root_cause(err)}); "
@@ -47,33 +44,26 @@ def compiled_call(fn: Callable, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
+def _call_compiled(fn: Callable, args, kwargs):
+    """The compiled call, with this module's recompile limit (set and restored around it:
+    ``config.patch`` costs five times as much, and every check between iterations comes
+    here) and, while a profiler records, labelled "compiled <name>" (bench_kernels.py
+    counts by it)."""
+    config = torch._dynamo.config
+    limit = config.recompile_limit
+    config.recompile_limit = max(limit, RECOMPILE_LIMIT)
+    try:
+        if torch.autograd._profiler_enabled():
+            with torch.profiler.record_function(f"compiled {fn.__name__}"):
+                return _compiled(fn, BACKEND)(*args, **kwargs)
+        return _compiled(fn, BACKEND)(*args, **kwargs)
+    finally:
+        config.recompile_limit = limit
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled(fn: Callable, backend):
     return torch.compile(fn, backend=backend, fullgraph=True, dynamic=False)
-
-
-def advance(st, c, o: Options) -> None:
-    """state <- iteration(state, consts), written into the state's own tensors (what
-    graph_loop.py keeps): compiled, each value is stored where the loop keeps it by the
-    kernel that makes it, not copied there by one more kernel. An output that is another
-    key's input is copied first, as that input may be overwritten before it is read."""
-    new = iteration(st, c, o)
-    new = {k: v.clone() if any(v is t for j, t in st.items() if j != k) else v for k, v in new.items()}
-    for k, v in new.items():
-        if v is not st[k]:
-            st[k].copy_(v)
-
-
-class CompiledIteration:
-    """``step(state, consts) -> state`` for graph_loop.py: ``iteration`` with options
-    ``o``, compiled, written into ``state``'s tensors (returns ``state``)."""
-
-    def __init__(self, o: Options):
-        self.o = o
-
-    def __call__(self, st, c):
-        compiled_call(advance, st, c, o=self.o)
-        return st
 
 
 def _root_cause(err: BaseException) -> str:

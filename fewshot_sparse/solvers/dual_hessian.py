@@ -94,6 +94,18 @@ def curvature(V: Tensor, l1: Tensor, pairs: Optional[Tuple[Tensor, Tensor]] = No
     return n_safe, a, b, active & (b > 0)
 
 
+MIN_WIDTH = 64  # the narrowest static gather of rank-one groups
+
+
+def static_width(count: int, D: int) -> Optional[int]:
+    """A static width for ``count`` gathered groups: the next power of two, at least
+    MIN_WIDTH, so that a solve (and a training run) meets only a few widths (one CUDA graph
+    or compiled function each); None (all D groups, masked) where that is not smaller
+    than D."""
+    width = max(MIN_WIDTH, 1 << max(count - 1, 0).bit_length())
+    return None if width >= D else width
+
+
 def first_columns(mask: Tensor, width: int) -> Tuple[Tensor, Tensor]:
     """The indices [B, width] (width <= D) of the first ``width`` True entries of each row
     of mask [B, D] (other columns where a row has fewer) and which of them are real,

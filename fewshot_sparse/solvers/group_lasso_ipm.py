@@ -32,7 +32,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.compiled import CompiledIteration, compiled_call
+from fewshot_sparse.solvers.compiled import compiled_call
+from fewshot_sparse.solvers.dual_hessian import static_width
 from fewshot_sparse.solvers.graph_loop import graph_loop
 from fewshot_sparse.solvers.group_lasso_dual import (
     Scalar,
@@ -49,7 +50,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
 from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
 from fewshot_sparse.solvers.info import SolverInfo, info_to
 from fewshot_sparse.solvers.ipm_groups import central_pairs
-from fewshot_sparse.solvers.ipm_iteration import WORK, EagerLoop, Options, iteration
+from fewshot_sparse.solvers.ipm_iteration import WORK, CompiledIteration, EagerLoop, Options, iteration
 from fewshot_sparse.solvers.ipm_line_search import state_merit
 from fewshot_sparse.solvers.ipm_start import equality_start, interior_start, per_task
 from fewshot_sparse.solvers.ipm_systems import class_block, sum_zero_basis
@@ -59,7 +60,6 @@ _RESIDUAL_FLOOR = {False: 1e-3, True: 1e-4}  # lambda1 = 0 / > 0 (the model's re
 _COMPACT_BELOW = 0.75  # drop screened columns once they are a quarter of those left
 _STALL_CHECKS = 8  # checks without the best gap halving, near the rounding floor: stalled
 _STALL_NEAR = 30.0  # "near": within this factor of the estimate (real stalls: 2-20, math.md 6)
-_MIN_WIDTH = 64  # the narrowest static gather of rank-one groups (sync-free mode)
 
 
 @dataclass
@@ -86,7 +86,8 @@ class InteriorPointSolver:
                   mode). Off CUDA, True runs the same buffers uncaptured, the twin the
                   tests compare against. Same iterates, one launch per iteration.
     compiled      run the start, each iteration and each check through torch.compile
-                  (compiled.py; sync-free mode only; off by default): a few dozen fused
+                  (compiled.py; sync-free mode only; off by default; the implicit
+                  gradient's adjoint solve follows GroupLassoSVMDual's): a few dozen fused
                   kernels an iteration instead of a few hundred operations, the same
                   iterates to round-off, after tens of seconds of compiling per shape and
                   gather width.
@@ -179,7 +180,7 @@ class InteriorPointSolver:
         iters = torch.zeros(B, dtype=torch.long, device=X.device)
         done = state["done"]
         if bucketed:
-            o = o._replace(width=_gather_width(int(state["count"]), X.shape[-1]))
+            o = o._replace(width=static_width(int(state["count"]), X.shape[-1]))
         loop = _loop(graph, self.compiled, o, state, c)
         st = loop.state
         # a task whose best gap stays near X's rounding floor without halving over
@@ -207,7 +208,7 @@ class InteriorPointSolver:
                 if stop or k == self.max_iter:
                     break
                 loop.write(done=done)
-                width = _gather_width(count[0], X.shape[-1]) if bucketed else o.width
+                width = static_width(count[0], X.shape[-1]) if bucketed else o.width
                 if width != o.width:
                     o = o._replace(width=width)
                     loop = _loop(graph, self.compiled, o, loop.state, loop.consts)
@@ -246,14 +247,6 @@ def _loop(graph: bool, compiled: bool, o: Options, state, consts):
     # the loops of other gather widths hold the same state and constants: one set of buffers
     share = key[:4] + (o._replace(width=None),) + key[5:]
     return graph_loop(key, step, state, consts, capture=graph, share=share)
-
-
-def _gather_width(count: int, D: int) -> Optional[int]:
-    """A static width for ``count`` gathered groups: the next power of two, at least
-    _MIN_WIDTH, so that a solve (and a training run) meets only a few widths; None (all D
-    groups, masked) where that is not smaller than D."""
-    width = max(_MIN_WIDTH, 1 << max(count - 1, 0).bit_length())
-    return None if width >= D else width
 
 
 def _compact(keep: Tensor, X: Tensor, st, col_norms: Tensor, l1: Tensor, l2: Tensor):

@@ -4,13 +4,14 @@ and by the implicit gradient."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.dual_hessian import hessian_factors
-from fewshot_sparse.solvers.group_lasso_dual import dual_gradient, gram, lipschitz_constant
+from fewshot_sparse.solvers.compiled import compiled_call
+from fewshot_sparse.solvers.dual_hessian import curvature, hessian_factors, static_width
+from fewshot_sparse.solvers.group_lasso_dual import correlations, dual_gradient, gram, lipschitz_constant
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, cholesky_solve, class_block, lower_gram
 from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
@@ -105,18 +106,36 @@ def face_basis(free: Tensor) -> Tensor:
 
 
 def kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs: Tensor, free: Tensor) -> Tensor:
-    """``kkt_solve`` with H at beta in factored form (dual_hessian.py), for lambda1 > 0:
-    u = Q y with Q the rows' face bases (``face_basis``) eliminates both u = 0 off F and
-    E^T u = 0 exactly, leaving one S (W-1) Cholesky of
+    """``kkt_solve`` with H at beta in factored form (``face_solve``), for lambda1 > 0; the
+    tasks whose factorisation fails (a singular face beyond the ridge) take the dense form,
+    which falls back to the pseudo-inverse. Returns u [B, S, W] in rhs's dtype."""
+    u, bad = face_solve(X, Y, beta, l1, l2, smoothing, rhs, free)
+    return _dense_where_failed(u, bad, X, Y, beta, l1, l2, smoothing, rhs, free)
+
+
+def _dense_where_failed(u, bad, X, Y, beta, l1, l2, smoothing, rhs, free) -> Tensor:
+    if bool(bad.any()):
+        H = hessian_factors(X, Y, beta.to(torch.float64), l1, l2, smoothing).dense(Y.shape[-1])
+        u[bad] = kkt_solve(H[bad], rhs.to(torch.float64)[bad], free[bad])
+    return u.to(rhs.dtype)
+
+
+def face_solve(X, Y, beta, l1, l2, smoothing, rhs: Tensor, free: Tensor, gather: bool = True,
+               width: Optional[int] = None, V: Optional[Tensor] = None,
+               curvature_at_beta: Optional[tuple] = None) -> Tuple[Tensor, Tensor]:
+    """The reduced KKT solve with H at beta in factored form (dual_hessian.py): u = Q y
+    with Q the rows' face bases (``face_basis``) eliminates both u = 0 off F and E^T u = 0
+    exactly, leaving one S (W-1) Cholesky of
 
         Q^T H Q = [Ka_ij Q_i^T Q_j] + (Z Q)(Z Q)^T + shift Q^T Q    (+ I on the unused columns)
 
-    instead of the projected S W one. Tasks whose factorisation fails (a singular face
-    beyond the ridge) take the dense form, which falls back to the pseudo-inverse. Runs in
-    float64; returns u [B, S, W] in rhs's dtype."""
+    instead of the projected S W one. Returns (u [B, S, W] in float64, the tasks [B] whose
+    factorisation failed). ``gather``, ``width``, ``V``, ``curvature_at_beta``: as
+    ``hessian_factors`` (gather=False with a width: no host sync)."""
     B, S, W = Y.shape
     k = W - 1
-    f = hessian_factors(X, Y, beta.to(torch.float64), l1, l2, smoothing)
+    f = hessian_factors(X, Y, beta.to(torch.float64), l1, l2, smoothing, V=V, gather=gather, width=width,
+                        curvature_at_beta=curvature_at_beta)
     Q = face_basis(free)  # [B, S, W, k]
     used = (Q.abs().sum(2) > 0).to(torch.float64)  # [B, S, k]
     # Ka_ij Q_i^T Q_j from one product and a broadcast multiply (an einsum over the 5-D
@@ -137,20 +156,28 @@ def kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs: Tensor, free: Tensor)
     L, info = torch.linalg.cholesky_ex(R)
     y = cholesky_solve(torch.einsum("bica,bic->bia", Q, rhs.to(torch.float64)).reshape(B, S * k, 1), L)
     u = torch.einsum("bica,bia->bic", Q, y.reshape(B, S, k))
-    bad = info > 0
-    if bool(bad.any()):
-        u[bad] = kkt_solve(f.dense(W)[bad], rhs.to(torch.float64)[bad], free[bad])
-    return u.to(rhs.dtype)
+    return u, info > 0
 
 
-def adjoint_solve(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float, rhs: Tensor) -> Tensor:
+def adjoint_solve(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float, rhs: Tensor,
+                  compiled: bool = False) -> Tensor:
     """The implicit gradient's adjoint system at a solution beta (docs/math.md, 7):
     H_FF u + E w = rhs_F, E^T u = 0, u = 0 off the free entries F. Class blocks when
     lambda1 = 0 in every task (and S <= D; one Gram matrix serves F and the solve), the
-    factored face solve otherwise."""
+    factored face solve otherwise. ``compiled``: the face identification and the factored
+    solve run through torch.compile (compiled.py), the rank-one groups gathered to a
+    static width read in one host sync (the same solution to round-off)."""
     if X.shape[1] <= X.shape[2] and not bool((l1 > 0).any()):
         K = gram(X.to(torch.float64))
         free = free_entries(X, Y, beta.to(torch.float64), l1, l2, smoothing, K)
         return kkt_solve_kronecker(class_block(K, l2, smoothing), rhs, free)
-    free = free_entries(X, Y, beta, l1, l2, smoothing)
-    return kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs, free)
+    if not compiled:
+        free = free_entries(X, Y, beta, l1, l2, smoothing)
+        return kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs, free)
+    free = compiled_call(free_entries, X, Y, beta, l1, l2, smoothing)
+    V = correlations(X, Y - beta.to(torch.float64))
+    at_beta = curvature(V, l1)
+    width = static_width(int(at_beta[3].sum(-1).max()), X.shape[-1])
+    u, bad = compiled_call(face_solve, X, Y, beta, l1, l2, smoothing, rhs, free, gather=False, width=width, V=V,
+                           curvature_at_beta=at_beta)
+    return _dense_where_failed(u, bad, X, Y, beta, l1, l2, smoothing, rhs, free)

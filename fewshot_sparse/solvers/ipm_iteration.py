@@ -24,6 +24,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from fewshot_sparse.solvers.compiled import compiled_call
 from fewshot_sparse.solvers.dual_hessian import curvature, hessian_factors
 from fewshot_sparse.solvers.group_lasso_dual import (
     correlations,
@@ -114,6 +115,30 @@ def iteration(st, c, o: Options, system=None):
     if "count" in st:  # the sync-free gather's width is read from it at the check
         out.update(carried_curvature(V, n, l1, out["excess"], out["slack"]))
     return out
+
+
+def advance(st, c, o: Options) -> None:
+    """state <- iteration(state, consts), written into the state's own tensors (what
+    graph_loop.py keeps): compiled, each value is stored where the loop keeps it by the
+    kernel that makes it, not copied there by one more kernel. An output that is another
+    key's input is copied first, as that input may be overwritten before it is read."""
+    new = iteration(st, c, o)
+    new = {k: v.clone() if any(v is t for j, t in st.items() if j != k) else v for k, v in new.items()}
+    for k, v in new.items():
+        if v is not st[k]:
+            st[k].copy_(v)
+
+
+class CompiledIteration:
+    """``step(state, consts) -> state`` for graph_loop.py: ``iteration`` with options
+    ``o``, compiled (compiled.py), written into ``state``'s tensors (returns ``state``)."""
+
+    def __init__(self, o: Options):
+        self.o = o
+
+    def __call__(self, st, c):
+        compiled_call(advance, st, c, o=self.o)
+        return st
 
 
 _CURVATURE = ("group_norms", "tangential", "radial", "rank_one")

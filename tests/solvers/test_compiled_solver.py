@@ -9,10 +9,13 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from fewshot_sparse.implicit.group_lasso_svm_grad import group_lasso_svm_fit
 from fewshot_sparse.solvers import compiled as compiled_solver
-from fewshot_sparse.solvers import graph_loop
+from fewshot_sparse.solvers import graph_loop, group_lasso_newton
 from fewshot_sparse.solvers.group_lasso_dual import dual_weights
 from fewshot_sparse.solvers.group_lasso_ipm import InteriorPointSolver, track_best
+from fewshot_sparse.solvers.group_lasso_newton import adjoint_solve
+from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 from tasks import lambda1_all_off, relu_task
 
 # D = 48 is below the narrowest gather width: one compiled graph a shape
@@ -73,6 +76,42 @@ def test_the_compiled_check_keeps_the_plain_best_points_and_flags(fresh_compile)
     assert plain[4].tolist() == [True, False, False, False, True, True] and plain[-1].tolist() == [1, 0, 17]
     for got, want in zip(torch.utils._pytree.tree_leaves(fused), torch.utils._pytree.tree_leaves(plain)):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("D", [48, 200])  # all groups masked; gathered to a static width
+def test_the_compiled_adjoint_solve_gives_the_plain_solution(D, fresh_compile):
+    """The implicit gradient's adjoint system at a solution, lambda1 > 0 (some groups on
+    their kink's far side, some off), compiled against plain."""
+    X, Y = relu_task(58, 25, D, 5, batch=3)
+    l1 = lambda1_all_off(X, Y) * torch.tensor([0.05, 0.3, 0.6], dtype=X.dtype)
+    beta, info = GroupLassoSVMDual(tol=1e-10).run(X, Y, l1, 0.5)
+    assert info.converged.all()
+    rhs = torch.randn(Y.shape, generator=torch.Generator().manual_seed(58), dtype=X.dtype)
+    l1b, l2b = l1.reshape(-1, 1, 1), torch.full((3, 1, 1), 0.5, dtype=X.dtype)
+    plain, fused = (adjoint_solve(X, Y, beta, l1b, l2b, 0.0, rhs, compiled=c) for c in (False, True))
+    assert plain.abs().max() > 0
+    torch.testing.assert_close(fused, plain, atol=1e-9 * float(plain.abs().max()), rtol=0)
+
+
+def test_a_compiled_fit_gives_the_plain_weights_and_gradients(fresh_compile, monkeypatch):
+    """group_lasso_svm_fit with the compiled solver: the implicit backward takes the
+    compiled adjoint solve too."""
+    called = []
+    monkeypatch.setattr(group_lasso_newton, "compiled_call",
+                        lambda fn, *a, **k: called.append(fn.__name__) or compiled_solver.compiled_call(fn, *a, **k))
+    X, Y = relu_task(59, *SHAPE, batch=4)
+    l1 = lambda1_all_off(X, Y) * torch.tensor([0.0, 0.05, 0.3, 0.8], dtype=X.dtype)
+    query = torch.randn(4, 30, SHAPE[1], generator=torch.Generator().manual_seed(59), dtype=X.dtype)
+    results = []
+    for c in (False, True):
+        x = X.clone().requires_grad_()
+        W, _, info = group_lasso_svm_fit(x, Y, l1, 0.5, GroupLassoSVMDual(tol=1e-9, sync_free=True, compiled=c))
+        torch.tanh(query @ W).sum().backward()
+        assert info.converged.all()
+        results.append((W.detach(), x.grad))
+        assert called == ([] if not c else ["free_entries", "face_solve"])
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, atol=1e-8 * float(want.abs().max()), rtol=0)
 
 
 def _failing_backend(gm, example_inputs):
