@@ -242,7 +242,9 @@ def _loop(graph: bool, compiled: bool, o: Options, state, consts):
     if not (graph or compiled):
         return EagerLoop(state, consts, o)
     X = consts["X"]
-    key = (X.device, X.dtype, tuple(X.shape), state["beta"].shape[-1], o, tuple(sorted(consts)), graph, compiled)
+    # (the state's keys too: with a check every k > 1 iterations it carries no curvature)
+    key = (X.device, X.dtype, tuple(X.shape), state["beta"].shape[-1], o, tuple(sorted(consts)), tuple(sorted(state)),
+           graph, compiled)
     step = CompiledIteration(o) if compiled else functools.partial(iteration, o=o)
     # the loops of other gather widths hold the same state and constants: one set of buffers
     share = key[:4] + (o._replace(width=None),) + key[5:]

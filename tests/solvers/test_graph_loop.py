@@ -100,6 +100,20 @@ def test_the_static_buffer_twin_takes_the_eager_steps(smoothing, lambda1, shape)
         assert len({tuple(v.data_ptr() for v in getattr(loop, buffers).values()) for loop in loops}) == 1
 
 
+def test_a_cached_loop_serves_only_states_with_its_keys():
+    """The same shape solved with a check every 2 iterations (no curvature carried in the
+    state) and then every iteration (carried): two loops, each with the eager steps."""
+    graph_loop.clear_graph_cache()
+    X, Y = relu_task(47, 25, 48, 5, batch=3)
+    l1 = lambda1_all_off(X, Y) * torch.tensor([0.0, 0.2, 0.7], dtype=X.dtype)
+    for every in (2, 1, 2):
+        (b_e, i_e), (b_g, i_g) = (InteriorPointSolver(tol=1e-8, sync_free=True, cuda_graph=g, check_every=every)
+                                  .run(X, Y, l1, 0.5) for g in (False, True))
+        assert torch.equal(i_g.iterations, i_e.iterations)
+        torch.testing.assert_close(b_g, b_e, atol=1e-12, rtol=0)
+    assert len(graph_loop._cache) == 2
+
+
 def test_cuda_graph_needs_the_sync_free_mode():
     X, Y = relu_task(44, 10, 20, 3, batch=1)
     with pytest.raises(ValueError, match="sync-free"):
