@@ -23,7 +23,9 @@ profiler inside the compiled regions, with the
 "eager" backend (every plain operation) and with inductor (the kernels it generates plus
 the library calls it keeps: products, factorisations). Inductor fuses for the CPU here;
 its GPU (Triton) fusion may split a few more kernels. Compiling takes a minute or so a
-row the first time. ``--cuda`` (a GPU machine; benchmarks/gpu_check.sh runs it) also
+row the first time. The last column counts a whole forward + backward of the head
+(fit, a linear loss of W, backward to the features), plain -> compiled, with the part
+launched outside the compiled regions (one by one from Python on a GPU) in brackets. ``--cuda`` (a GPU machine; benchmarks/gpu_check.sh runs it) also
 times each solve on CUDA with and without the CUDA graph and divides by its kernels: the
 cost of one kernel there, which the counts above are meant to stand for; and times the
 compiled iteration with the graph.
@@ -48,8 +50,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_solver import N_WAY, all_off_bound, lambda1_max, make_batch, timed  # noqa: E402
+from fewshot_sparse.implicit.group_lasso_svm_grad import group_lasso_svm_fit  # noqa: E402
 from fewshot_sparse.solvers import compiled as compiled_solver  # noqa: E402
 from fewshot_sparse.solvers.group_lasso_ipm import InteriorPointSolver  # noqa: E402
+from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual  # noqa: E402
 
 # no kernel: views of the same storage, and scalars made or read on the host
 NOT_KERNELS = {
@@ -108,6 +112,60 @@ def compiled_operations(X, Y, l1, l2: float) -> list:
     return [f"{plain:5.0f} -> {fused:3.0f}" if fused is not None else "-" for plain, fused in zip(*counts)]
 
 
+def head_launches(X, Y, l1, l2: float) -> str:
+    """"plain -> compiled (outside the compiled regions)": the operations one forward +
+    backward of the head launches (group_lasso_svm_fit, the sync-free solver, a linear
+    loss of W, backward to X), plain and compiled, the same count as ``_per_call``."""
+    cost = torch.randn(X.shape[0], X.shape[-1], N_WAY, generator=torch.Generator().manual_seed(0)).to(X.dtype)
+    totals = []
+    for compiled in (False, True):
+        solver = GroupLassoSVMDual(tol=1e-4, sync_free=True, cuda_graph=False, compiled=compiled)
+
+        def forward_backward():
+            x = X.clone().requires_grad_()
+            W, _, _ = group_lasso_svm_fit(x, Y, l1, l2, solver)
+            (W * cost).sum().backward()
+
+        forward_backward()  # compiles
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            forward_backward()
+        totals.append(_launches(prof.events()))
+    (_, plain), (inside, outside) = totals  # plain: nothing inside a compiled region
+    return f"{plain:5d} -> {inside + outside:4d} ({outside})"
+
+
+def _launches(events):
+    """(operations inside compiled regions, operations outside them) among ``events``."""
+    inside = outside = 0
+    for e in events:
+        ancestors = _ancestors(e)
+        if _launched(e, ancestors):
+            if any(a.startswith("compiled ") for a in ancestors):
+                inside += 1
+            else:
+                outside += 1
+    return inside, outside
+
+
+def _ancestors(e) -> list:
+    names, parent = [], e.cpu_parent
+    while parent is not None:
+        names.append(parent.name)
+        parent = parent.cpu_parent
+    return names
+
+
+def _launched(e, ancestors) -> bool:
+    """Whether a profiler event is an operation launched: a generated kernel or an
+    outermost ATen call, views and allocations not counted (nor an ``aten::to`` /
+    ``contiguous`` that changes nothing)."""
+    if any(_is_operation(a) for a in ancestors):
+        return False
+    op = e.name[len("aten::"):]
+    return _is_generated(e.name) or (e.name.startswith("aten::") and op not in NOT_LAUNCHES and not (
+        op in ("to", "contiguous") and not any(c.name.startswith("aten::") for c in e.cpu_children)))
+
+
 def _per_call(events) -> dict:
     """{"compiled <function>": operations launched per call} (solvers/compiled.py labels
     each call). Operations: generated kernels (cpp_fused_*, triton_*) and the outermost
@@ -118,16 +176,9 @@ def _per_call(events) -> dict:
         if e.name.startswith("compiled "):
             calls[e.name] += 1
             continue
-        ancestors, parent = [], e.cpu_parent
-        while parent is not None:
-            ancestors.append(parent.name)
-            parent = parent.cpu_parent
+        ancestors = _ancestors(e)
         label = next((a for a in ancestors if a.startswith("compiled ")), None)
-        if label is None or any(_is_operation(a) for a in ancestors):
-            continue
-        op = e.name[len("aten::"):]
-        if _is_generated(e.name) or (e.name.startswith("aten::") and op not in NOT_LAUNCHES and not (
-                op in ("to", "contiguous") and not any(c.name.startswith("aten::") for c in e.cpu_children))):
+        if label is not None and _launched(e, ancestors):
             ops[label] += 1
     return {label: ops[label] / n for label, n in calls.items()}
 
@@ -166,7 +217,7 @@ def main(argv=None) -> None:
     parser.add_argument("--lambda2", type=float, default=1.0)
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--no-step-count", action="store_true",
-                        help="skip the last two columns (they compile for the CPU: a minute or so a row)")
+                        help="skip the last three columns (they compile for the CPU: a minute or so a row)")
     parser.add_argument("--cuda", action="store_true",
                         help="also time each sync-free solve on CUDA, with and without the CUDA graph, per kernel")
     args = parser.parse_args(argv)
@@ -179,7 +230,7 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}; {args.tasks} tasks, {N_WAY}-way, lambda2 {args.lambda2:g}, s = 0, tol 1e-4; "
           "operations per iteration (views and host scalars not counted)")
     print(f"{'features':<8} {'D':>6} {'shot':>4} {'l1':<6} {'gather':>14} {'sync-free':>14} {'start: compiled':>15} "
-          f"{'step: compiled':>15}")
+          f"{'step: compiled':>15} {'head fw+bw: compiled (eager)':>28}")
     for feat, shot in itertools.product(args.features, args.shots):
         batch = make_batch(0, args.tasks, shot, args.dim, feat, "cpu")
         X = batch["support"]
@@ -188,9 +239,13 @@ def main(argv=None) -> None:
                    "near": 0.9 * lambda1_max(X, Y, args.lambda2, 0.0)}
         for kind, l1 in lambdas.items():
             cells = [count(X, Y, l1.to(X.dtype), args.lambda2, sync_free) for sync_free in (False, True)]
-            cells += ["-", "-"] if args.no_step_count else compiled_operations(X, Y, l1.to(X.dtype), args.lambda2)
+            if args.no_step_count:
+                cells += ["-", "-", "-"]
+            else:
+                cells += compiled_operations(X, Y, l1.to(X.dtype), args.lambda2)
+                cells.append(head_launches(X, Y, l1.to(X.dtype), args.lambda2))
             print(f"{feat:<8} {X.shape[-1]:>6} {shot:>4} {kind:<6} {cells[0]:>14} {cells[1]:>14} {cells[2]:>15} "
-                  f"{cells[3]:>15}", flush=True)
+                  f"{cells[3]:>15} {cells[4]:>28}", flush=True)
             if args.cuda:
                 print(f"{'':<26} {per_kernel_on_cuda(X, Y, l1.to(X.dtype), args.lambda2)}", flush=True)
 

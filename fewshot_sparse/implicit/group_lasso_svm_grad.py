@@ -9,7 +9,7 @@ beta-space (S W unknowns); its solution u turns the VJP into
 
     dL/dtheta = d/dtheta [ <G, W(beta, theta)> - <u, grad f(beta, theta)> ]   (beta fixed)
 
-which autograd evaluates on the closed-form maps W(beta, theta) and grad f(beta, theta).
+evaluated in closed form (pullbacks.py; compiled with the solver's ``compiled``).
 """
 
 from __future__ import annotations
@@ -20,19 +20,17 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from fewshot_sparse.implicit.certificate import certified_weights
+from fewshot_sparse.implicit.pullbacks import parameter_pullback, weights_pullback
 from fewshot_sparse.solvers.group_lasso_dual import (
-    FLOOR_MISS,
     Scalar,
     check_inputs,
-    dual_gradient,
-    dual_value,
     dual_weights,
     lipschitz_constant,
     needs_float64,
-    primal_objective,
-    rounding_floor,
     task_param,
 )
+from fewshot_sparse.solvers.compiled import compiled_call
 from fewshot_sparse.solvers.group_lasso_fista import fista_step
 from fewshot_sparse.solvers.group_lasso_newton import adjoint_solve
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
@@ -57,34 +55,27 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, G):
         X, lambda1, lambda2, Y, beta = ctx.saved_tensors
-        s = ctx.smoothing
         need = ctx.needs_input_grad[:3]
         if not any(need):
             return None, None, None, None, None, None, None, None
-        B = X.shape[0]
-        with torch.enable_grad():
-            Xd = X.detach().requires_grad_(need[0])
-            l1d = lambda1.detach().requires_grad_(need[1])
-            l2d = lambda2.detach().requires_grad_(need[2])
-            bd = beta.detach().requires_grad_(True)
-            l1, l2 = task_param(l1d, B, Xd), task_param(l2d, B, Xd)
-            Wb = dual_weights(Xd, Y, bd, l1, l2)
-            direct = (Wb * G).sum()
-            (g_beta,) = torch.autograd.grad(direct, bd, retain_graph=True)
-            with torch.no_grad():
-                l1c, l2c = l1.detach(), l2.detach()
-                u = adjoint_solve(X, Y, beta, l1c, l2c, s, g_beta, ctx.compiled)
-            obj = direct - (dual_gradient(Xd, Y, bd, l1, l2, s) * u).sum()
-            inputs = [z for z, nd in zip((Xd, l1d, l2d), need) if nd]
-            grads = list(torch.autograd.grad(obj, inputs, allow_unused=True))
-        out = []
-        for z, nd in zip((Xd, l1d, l2d), need):
-            if nd:
-                gz = grads.pop(0)
-                out.append(torch.zeros_like(z) if gz is None else gz)
-            else:
-                out.append(None)
-        return out[0], out[1], out[2], None, None, None, None, None
+        B, s = X.shape[0], ctx.smoothing
+        l1, l2 = task_param(lambda1, B, X), task_param(lambda2, B, X)
+        run = compiled_call if ctx.compiled else _plain_call
+        g_beta = run(weights_pullback, X, Y, beta, l1, l2, G)
+        u = adjoint_solve(X, Y, beta, l1, l2, s, g_beta, ctx.compiled)
+        dX, dl1, dl2 = run(parameter_pullback, X, Y, beta, l1, l2, s, G, u)
+        return (dX if need[0] else None, _to_shape(dl1, lambda1) if need[1] else None,
+                _to_shape(dl2, lambda2) if need[2] else None, None, None, None, None, None)
+
+
+def _plain_call(fn, *args):
+    return fn(*args)
+
+
+def _to_shape(per_task: Tensor, lam: Tensor) -> Tensor:
+    """A hyperparameter's gradient [B, 1, 1] summed to the shape it was given ([] or [B],
+    ``task_param``)."""
+    return per_task.sum() if lam.dim() == 0 else per_task.reshape(lam.shape)
 
 
 def group_lasso_svm_fit(
@@ -128,15 +119,11 @@ def group_lasso_svm_fit(
     if X.dtype == torch.float64:
         return _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing), None,
                                             solver.compiled), beta, info
-    X64 = X.detach().double()
-    W64 = dual_weights(X64, Y.double(), beta.double(), lambda1.double(), lambda2.double())
+    certify = compiled_call if solver.compiled else _plain_call
+    W64, report, redo = certify(certified_weights, X, Y, beta, lambda1, lambda2, float(solver.smoothing), solver.tol,
+                                (info.primal, info.dual, info.gap, info.converged))
     W = _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing), W64, solver.compiled)
-    # near X's rounding floor: the gap of what is returned, and where that misses tol (the
-    # floor's estimate is low by up to 10x on some features, docs/math.md 6, "Dtypes")
-    # those tasks fitted again in float64, warm-started
-    floor = rounding_floor(X, lambda2)
-    info = _certified(X64, Y, W, W64, beta, lambda1, lambda2, solver, info, floor)
-    redo = _stopped_by_rounding(info, floor)
+    info = SolverInfo(info.iterations, *report)
     if bool(redo.any()):
         return _refit_in_float64(X, Y, lambda1, lambda2, solver, W, beta, info, redo)
     return W, beta, info
@@ -158,36 +145,6 @@ def _refit_in_float64(X, Y, lambda1, lambda2, solver, W, beta, info: SolverInfo,
         value[idx] = (value[idx] + new) if name == "iterations" else new.to(value.dtype)
         fields[name] = value
     return W.index_put((idx,), W_r.to(W.dtype)), beta, SolverInfo(**fields)
-
-
-def _certified(X64: Tensor, Y: Tensor, W: Tensor, W64: Tensor, beta: Tensor, lambda1: Tensor, lambda2: Tensor,
-               solver: GroupLassoSVMDual, info: SolverInfo, floor: Tensor) -> SolverInfo:
-    """``info`` with the tasks whose rounding floor [B] is within FLOOR_MISS of tol
-    re-certified: the relative gap of the W and beta returned, evaluated in float64 (X64
-    is X in float64, W64 = W(beta) formed from it, before W was rounded: its norm gives
-    the dual value without another product). The solver's own gap, at its float64
-    iterate with X's products, can be below tol while the returned W is not (docs/math.md
-    6, "Dtypes"). Other tasks keep their report."""
-    band = FLOOR_MISS * floor >= solver.tol
-    if not bool(band.any()):
-        return info
-    Y64, b64 = Y.detach().double(), beta.double()
-    l1, l2 = lambda1.detach().double(), lambda2.detach().double()
-    primal = primal_objective(X64, Y64, W.detach().double(), l1, l2, solver.smoothing)
-    l2b = task_param(l2, X64.shape[0], X64)  # U = lambda2 W: ||U||^2 = lambda2^2 ||W||^2
-    dual = dual_value(Y64, b64, (l2b[:, 0, 0] ** 2) * (W64 * W64).sum((1, 2)), l2b, solver.smoothing)
-    gap = (primal - dual) / primal.abs().clamp_min(1.0)
-    keep = lambda new, old: torch.where(band, new.to(old.dtype), old)  # noqa: E731
-    gap = keep(gap, info.gap)
-    return SolverInfo(iterations=info.iterations, primal=keep(primal, info.primal), dual=keep(dual, info.dual),
-                      gap=gap, converged=gap <= solver.tol)
-
-
-def _stopped_by_rounding(info: SolverInfo, floor: Tensor) -> Tensor:
-    """The unconverged tasks [B] that stopped within FLOOR_MISS x their rounding floor [B]:
-    X's dtype may be what stopped them, not the iteration cap (a solve cut short on
-    purpose, e.g. max_iter = 5, ends far above it and is left alone)."""
-    return ~info.converged & (floor > 0) & (info.gap <= FLOOR_MISS * floor)
 
 
 def unrolled_fista(

@@ -159,6 +159,15 @@ def face_solve(X, Y, beta, l1, l2, smoothing, rhs: Tensor, free: Tensor, gather:
     return u, info > 0
 
 
+def face_and_curvature(X, Y, beta, l1, l2, smoothing: float):
+    """(free entries [B, S, W], V = X^T (Y - beta), the curvature at beta, the largest count
+    of rank-one groups in a task []) for the compiled adjoint solve: one compiled call and
+    one host read of the count."""
+    V = correlations(X, Y - beta.to(torch.float64))
+    at_beta = curvature(V, l1)
+    return free_entries(X, Y, beta, l1, l2, smoothing), V, at_beta, at_beta[3].sum(-1).amax()
+
+
 def adjoint_solve(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float, rhs: Tensor,
                   compiled: bool = False) -> Tensor:
     """The implicit gradient's adjoint system at a solution beta (docs/math.md, 7):
@@ -174,10 +183,8 @@ def adjoint_solve(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, sm
     if not compiled:
         free = free_entries(X, Y, beta, l1, l2, smoothing)
         return kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs, free)
-    free = compiled_call(free_entries, X, Y, beta, l1, l2, smoothing)
-    V = correlations(X, Y - beta.to(torch.float64))
-    at_beta = curvature(V, l1)
-    width = static_width(int(at_beta[3].sum(-1).max()), X.shape[-1])
+    free, V, at_beta, widest = compiled_call(face_and_curvature, X, Y, beta, l1, l2, smoothing)
+    width = static_width(int(widest), X.shape[-1])
     u, bad = compiled_call(face_solve, X, Y, beta, l1, l2, smoothing, rhs, free, gather=False, width=width, V=V,
                            curvature_at_beta=at_beta)
     return _dense_where_failed(u, bad, X, Y, beta, l1, l2, smoothing, rhs, free)

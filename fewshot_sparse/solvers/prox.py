@@ -49,6 +49,25 @@ def block_soft_threshold(v: Tensor, lam: Tensor) -> Tensor:
     return scale * v
 
 
+def block_soft_threshold_vjp(v: Tensor, lam: Tensor, h: Tensor):
+    """The pullback of ``u = block_soft_threshold(v, lam)`` for a cotangent h = dL/du
+    [..., D, W] (docs/math.md, 7, "The pullback in closed form"): (dL/dv [..., D, W],
+    dL/dlam [..., 1, 1] per leading index). On a kept row, dL/dv_j = (1 - t) h_j + t
+    (v^_j . h_j) v^_j with t = lam / ||v_j||, and dL/dlam gets -(v^_j . h_j); other rows
+    give zero. The same rows as the forward are kept (zero rows with lam = 0 pass h
+    through), so it equals autograd's gradient of ``block_soft_threshold``."""
+    lam = torch.as_tensor(lam, dtype=v.dtype, device=v.device)
+    sq = (v * v).sum(dim=-1, keepdim=True)
+    pos = sq > 0
+    norm = torch.sqrt(torch.where(pos, sq, 1.0))
+    keep = (pos & (norm > lam)) | (lam <= 0)
+    inv = torch.where(keep, 1.0 / norm, 0.0)
+    t = lam * inv
+    along = (v * h).sum(dim=-1, keepdim=True) * inv  # v^_j . h_j on kept rows
+    dv = torch.where(keep, (1.0 - t) * h + (t * inv * along) * v, 0.0)
+    return dv, -along.sum(dim=-2, keepdim=True)
+
+
 def row_norms(v: Tensor) -> Tensor:
     """||v_j||_2 of each row of ``v [..., D, W]`` -> ``[..., D]``, as the square root of the
     summed squares: several times faster than a norm on V's transposed layout (solver use:

@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from fewshot_sparse.implicit import group_lasso_svm_grad
+from fewshot_sparse.implicit.certificate import certified_weights
 from fewshot_sparse.implicit.group_lasso_svm_grad import group_lasso_svm_fit
 from fewshot_sparse.solvers import compiled as compiled_solver
 from fewshot_sparse.solvers import graph_loop, group_lasso_newton
@@ -95,10 +97,11 @@ def test_the_compiled_adjoint_solve_gives_the_plain_solution(D, fresh_compile):
 
 def test_a_compiled_fit_gives_the_plain_weights_and_gradients(fresh_compile, monkeypatch):
     """group_lasso_svm_fit with the compiled solver: the implicit backward takes the
-    compiled adjoint solve too."""
+    compiled pullbacks and adjoint solve too."""
     called = []
-    monkeypatch.setattr(group_lasso_newton, "compiled_call",
-                        lambda fn, *a, **k: called.append(fn.__name__) or compiled_solver.compiled_call(fn, *a, **k))
+    for module in (group_lasso_newton, group_lasso_svm_grad):
+        monkeypatch.setattr(module, "compiled_call", lambda fn, *a, **k: called.append(fn.__name__)
+                            or compiled_solver.compiled_call(fn, *a, **k))
     X, Y = relu_task(59, *SHAPE, batch=4)
     l1 = lambda1_all_off(X, Y) * torch.tensor([0.0, 0.05, 0.3, 0.8], dtype=X.dtype)
     query = torch.randn(4, 30, SHAPE[1], generator=torch.Generator().manual_seed(59), dtype=X.dtype)
@@ -109,9 +112,29 @@ def test_a_compiled_fit_gives_the_plain_weights_and_gradients(fresh_compile, mon
         torch.tanh(query @ W).sum().backward()
         assert info.converged.all()
         results.append((W.detach(), x.grad))
-        assert called == ([] if not c else ["free_entries", "face_solve"])
+        assert called == ([] if not c else ["weights_pullback", "face_and_curvature", "face_solve",
+                                            "parameter_pullback"])
     for got, want in zip(results[1], results[0]):
         torch.testing.assert_close(got, want, atol=1e-8 * float(want.abs().max()), rtol=0)
+
+
+def test_the_compiled_certificate_gives_the_plain_weights_and_report(fresh_compile):
+    """The float32 fit's tail (implicit/certificate.py) compiled, on tasks far from, near
+    and at float32's rounding floor, from a solve cut short: the same W formed in float64,
+    the same report (tasks re-certified in float64 and not) and the same tasks to refit."""
+    X, Y = relu_task(61, 25, 600, 5, batch=4, dtype=torch.float32)
+    X = X * torch.tensor([1.0, 1.0, 5.0, 30.0], dtype=X.dtype).reshape(4, 1, 1)  # larger ||x||^2: a higher floor
+    l1, l2, tol = 0.2 * lambda1_all_off(X, Y), torch.tensor(10.0, dtype=X.dtype), 1e-4
+    beta, info = GroupLassoSVMDual(tol=tol, max_iter=12).run(X, Y, l1, l2)
+    report = (info.primal, info.dual, info.gap, info.converged)
+    plain = certified_weights(X, Y, beta, l1, l2, 0.0, tol, report)
+    fused = compiled_solver.compiled_call(certified_weights, X, Y, beta, l1, l2, 0.0, tol, report)
+    recertified = plain[1][2] != info.gap
+    assert recertified.any() and not recertified.all() and plain[2].any()  # the premise: each branch taken
+    torch.testing.assert_close(fused[0], plain[0], atol=1e-12 * float(plain[0].abs().max()), rtol=0)
+    for got, want in zip(fused[1], plain[1]):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
+    assert torch.equal(fused[2], plain[2])
 
 
 def _failing_backend(gm, example_inputs):
