@@ -84,7 +84,9 @@ def make_batch(seed: int, tasks: int, shot: int, dim: int, features: str, device
     query_labels = (torch.arange(q) % N_WAY).repeat(tasks, 1)
     batch = dict(labels=labels, query_labels=query_labels, encoder_ms=None)
     if features == "backbone":
-        enc = build_encoder("resnet12_metaoptnet", in_channels=3).to(device).eval()
+        with torch.random.fork_rng(devices=[]):  # the encoder's init seeded too: the same features each run
+            torch.manual_seed(seed)
+            enc = build_encoder("resnet12_metaoptnet", in_channels=3).to(device).eval()
         images = torch.rand(tasks * (s + q), 3, 84, 84, generator=g).to(device)
         with torch.no_grad():
             ms, feats = timed(lambda: enc(images), torch.device(device), 1)

@@ -30,7 +30,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     needs_float64,
     task_param,
 )
-from fewshot_sparse.solvers.compiled import compiled_call
+from fewshot_sparse.solvers.compiled import maybe_compiled
 from fewshot_sparse.solvers.group_lasso_fista import fista_step
 from fewshot_sparse.solvers.group_lasso_newton import adjoint_solve
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
@@ -60,16 +60,11 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
             return None, None, None, None, None, None, None, None
         B, s = X.shape[0], ctx.smoothing
         l1, l2 = task_param(lambda1, B, X), task_param(lambda2, B, X)
-        run = compiled_call if ctx.compiled else _plain_call
-        g_beta = run(weights_pullback, X, Y, beta, l1, l2, G)
+        g_beta = maybe_compiled(ctx.compiled, weights_pullback, X, Y, beta, l1, l2, G)
         u = adjoint_solve(X, Y, beta, l1, l2, s, g_beta, ctx.compiled)
-        dX, dl1, dl2 = run(parameter_pullback, X, Y, beta, l1, l2, s, G, u)
+        dX, dl1, dl2 = maybe_compiled(ctx.compiled, parameter_pullback, X, Y, beta, l1, l2, s, G, u)
         return (dX if need[0] else None, _to_shape(dl1, lambda1) if need[1] else None,
                 _to_shape(dl2, lambda2) if need[2] else None, None, None, None, None, None)
-
-
-def _plain_call(fn, *args):
-    return fn(*args)
 
 
 def _to_shape(per_task: Tensor, lam: Tensor) -> Tensor:
@@ -119,9 +114,9 @@ def group_lasso_svm_fit(
     if X.dtype == torch.float64:
         return _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing), None,
                                             solver.compiled), beta, info
-    certify = compiled_call if solver.compiled else _plain_call
-    W64, report, redo = certify(certified_weights, X, Y, beta, lambda1, lambda2, float(solver.smoothing), solver.tol,
-                                (info.primal, info.dual, info.gap, info.converged))
+    W64, report, redo = maybe_compiled(solver.compiled, certified_weights, X.detach(), Y, beta, lambda1.detach(),
+                                       lambda2.detach(), float(solver.smoothing), solver.tol,
+                                       (info.primal, info.dual, info.gap, info.converged))
     W = _ImplicitGroupLassoSVM.apply(X, lambda1, lambda2, Y, beta, float(solver.smoothing), W64, solver.compiled)
     info = SolverInfo(info.iterations, *report)
     if bool(redo.any()):

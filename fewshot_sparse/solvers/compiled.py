@@ -2,8 +2,9 @@
 docs/benchmarks.md, "A compiled solver").
 
 A sync-free interior-point iteration (ipm_iteration.py) is a few hundred small tensor
-operations, and so are the solver's start (ipm_start.py) and the implicit gradient's
-adjoint solve (group_lasso_newton.py); on a GPU each is a kernel launch, and their
+operations, and so are the solver's start (ipm_start.py), the implicit gradient's
+adjoint solve (group_lasso_newton.py) and, in fewshot_sparse.implicit, the backward's
+pullbacks and the float32 fit's certificate; on a GPU each is a kernel launch, and their
 count, more than their flops, sets the time of a solve. Inductor fuses
 the elementwise chains and reductions between the matrix products and factorisations
 into a few dozen kernels: the same arithmetic in another order (the plain functions are
@@ -42,6 +43,11 @@ def compiled_call(fn: Callable, *args, **kwargs):
             warnings.warn(f"torch.compile of the solver failed ({_root_cause(err)}); "
                           "it runs uncompiled in this process")
     return fn(*args, **kwargs)
+
+
+def maybe_compiled(compiled: bool, fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``, through ``compiled_call`` where ``compiled``."""
+    return compiled_call(fn, *args, **kwargs) if compiled else fn(*args, **kwargs)
 
 
 def _call_compiled(fn: Callable, args, kwargs):

@@ -32,16 +32,14 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.compiled import compiled_call
+from fewshot_sparse.solvers.compiled import compiled_call, maybe_compiled
 from fewshot_sparse.solvers.dual_hessian import static_width
 from fewshot_sparse.solvers.graph_loop import graph_loop
 from fewshot_sparse.solvers.group_lasso_dual import (
     Scalar,
     check_inputs,
     check_lambdas,
-    dual_gradient,
     duality_gap,
-    gram,
     needs_float64,
     rounding_floor,
     safe_groups,
@@ -52,9 +50,8 @@ from fewshot_sparse.solvers.info import SolverInfo, info_to
 from fewshot_sparse.solvers.ipm_groups import central_pairs
 from fewshot_sparse.solvers.ipm_iteration import WORK, CompiledIteration, EagerLoop, Options, iteration
 from fewshot_sparse.solvers.ipm_line_search import state_merit
-from fewshot_sparse.solvers.ipm_start import equality_start, interior_start, per_task
+from fewshot_sparse.solvers.ipm_start import first_point, interior_start, per_task
 from fewshot_sparse.solvers.ipm_systems import class_block, sum_zero_basis
-from fewshot_sparse.solvers.prox import project_rows_to_simplex
 
 _RESIDUAL_FLOOR = {False: 1e-3, True: 1e-4}  # lambda1 = 0 / > 0 (the model's residual)
 _COMPACT_BELOW = 0.75  # drop screened columns once they are a quarter of those left
@@ -154,28 +151,24 @@ class InteriorPointSolver:
             c["N"] = sum_zero_basis(W, WORK, X.device)
             c["on"] = (l1[:, :, 0] > 0).to(WORK)  # lambda1 = 0 tasks: the group pairs off
 
-        beta = torch.full_like(Yw, 1.0 / W)
         warm = beta0 is not None  # the caller's warm start (not the lambda1 = 0 start below)
-        moved = None  # the tasks that leave the centre (None: all, where beta0 is given)
-        if beta0 is None and X.shape[1] <= X.shape[2] and bool((l1 == 0).any()):
-            # the tasks with lambda1 = 0 start from the minimiser on the affine set (shifted),
-            # in any batch, so that a task's iterates do not depend on its batch-mates
-            Kw = K if K is not None else gram(X.to(WORK))
-            grad = dual_gradient(X, Yw, beta, torch.zeros_like(l1), l2, s, Kw)
-            moved = l1 == 0
-            beta0 = torch.where(moved, equality_start(class_block(Kw, l2, s), grad), beta)
-        if beta0 is not None:  # a warm start that already meets tol is the answer; else an
-            b0 = project_rows_to_simplex(beta0.detach().to(WORK))  # interior point near it
-            start = (b0, duality_gap(X, Yw, b0, l1, l2, s, K))
-            beta = 0.99 * b0 + 0.01 * beta if moved is None else torch.where(moved, 0.99 * b0 + 0.01 * beta, beta)
+        # the tasks with lambda1 = 0 start from the minimiser on the affine set (shifted),
+        # in any batch, so that a task's iterates do not depend on its batch-mates
+        equality = not warm and X.shape[1] <= X.shape[2] and bool((l1 == 0).any())
+        start = None
+        if warm or equality:
+            b0, gaps, beta = maybe_compiled(self.compiled, first_point, X, Yw, None if equality else beta0.detach(),
+                                            l1, l2, s, K, equality)
+            start = (b0, gaps)
+        else:
+            beta = torch.full_like(Yw, 1.0 / W)
         # sync-free with lambda1 > 0 and a check every iteration: the rank-one groups are
         # gathered to a static width, set from their count read in each check's sync
         # (the count comes with each step's state: no extra operations at the check)
         bucketed = smooth and sync_free and self.check_every == 1
-        start_at = functools.partial(compiled_call, interior_start) if self.compiled else interior_start
-        state = start_at(c, o, beta, warm, bucketed)
+        state = maybe_compiled(self.compiled, interior_start, c, o, beta, warm, bucketed)
         out_beta, out = state["beta"].clone(), tuple(state[k].clone() for k in ("p", "d", "gap"))
-        if beta0 is not None:
+        if start is not None:  # a start that already meets tol is the answer
             out_beta, out = _keep(start[1][2] <= out[2], start[0], out_beta, start[1], out)
         iters = torch.zeros(B, dtype=torch.long, device=X.device)
         done = state["done"]

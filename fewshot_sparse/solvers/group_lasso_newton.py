@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.compiled import compiled_call
+from fewshot_sparse.solvers.compiled import compiled_call, maybe_compiled
 from fewshot_sparse.solvers.dual_hessian import curvature, hessian_factors, static_width
 from fewshot_sparse.solvers.group_lasso_dual import correlations, dual_gradient, gram, lipschitz_constant
 from fewshot_sparse.solvers.ipm_systems import KroneckerSystem, cholesky_solve, class_block, lower_gram
@@ -159,6 +159,14 @@ def face_solve(X, Y, beta, l1, l2, smoothing, rhs: Tensor, free: Tensor, gather:
     return u, info > 0
 
 
+def kronecker_adjoint(X, Y, beta, l1, l2, smoothing: float, rhs: Tensor) -> Tensor:
+    """``adjoint_solve`` where lambda1 = 0 in every task (and S <= D): one Gram matrix K =
+    X X^T in float64 serves the face identification and the class-block solve."""
+    K = gram(X.to(torch.float64))
+    free = free_entries(X, Y, beta.to(torch.float64), l1, l2, smoothing, K)
+    return kkt_solve_kronecker(class_block(K, l2, smoothing), rhs, free)
+
+
 def face_and_curvature(X, Y, beta, l1, l2, smoothing: float):
     """(free entries [B, S, W], V = X^T (Y - beta), the curvature at beta, the largest count
     of rank-one groups in a task []) for the compiled adjoint solve: one compiled call and
@@ -177,9 +185,7 @@ def adjoint_solve(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, sm
     solve run through torch.compile (compiled.py), the rank-one groups gathered to a
     static width read in one host sync (the same solution to round-off)."""
     if X.shape[1] <= X.shape[2] and not bool((l1 > 0).any()):
-        K = gram(X.to(torch.float64))
-        free = free_entries(X, Y, beta.to(torch.float64), l1, l2, smoothing, K)
-        return kkt_solve_kronecker(class_block(K, l2, smoothing), rhs, free)
+        return maybe_compiled(compiled, kronecker_adjoint, X, Y, beta, l1, l2, smoothing, rhs)
     if not compiled:
         free = free_entries(X, Y, beta, l1, l2, smoothing)
         return kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs, free)

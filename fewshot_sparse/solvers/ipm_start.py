@@ -1,8 +1,8 @@
 """The interior-point solver's starting point (docs/math.md, 6: "Start", "Group pairs",
-"Warm start"): where beta starts, and the state there (the multipliers, the group pairs
+"Warm start"): where beta starts (``first_point``), and the state there (the multipliers, the group pairs
 on their central path, the evaluation, the merit and the curvature the first Newton
-matrix reads). ``interior_start`` is a function of tensors and options only, without
-host synchronisation, so that compiled.py can compile it whole.
+matrix reads). ``first_point`` and ``interior_start`` are functions of tensors and options
+only, without host synchronisation, so that compiled.py can compile each whole.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fewshot_sparse.solvers.group_lasso_dual import correlations
+from fewshot_sparse.solvers.group_lasso_dual import correlations, dual_gradient, duality_gap, gram
 from fewshot_sparse.solvers.ipm_groups import central_pairs
 from fewshot_sparse.solvers.ipm_iteration import WORK, Options, carried_curvature, evaluate
 from fewshot_sparse.solvers.ipm_line_search import state_merit
-from fewshot_sparse.solvers.ipm_systems import cholesky_solve
-from fewshot_sparse.solvers.prox import row_norms
+from fewshot_sparse.solvers.ipm_systems import cholesky_solve, class_block
+from fewshot_sparse.solvers.prox import project_rows_to_simplex, row_norms
 
 FIRST_PAIRS = 0.003  # the group pairs' p q = (this lambda1)^2 for the multipliers' start
 START_SCALE = {False: 0.01, True: 0.3}  # z0 / spread, lambda1 = 0 / > 0 (measured, math.md 6)
@@ -54,6 +54,24 @@ def interior_start(c, o: Options, beta: Tensor, warm: bool, bucketed: bool) -> d
     if bucketed:
         state.update(carried_curvature(V, n, l1, *pairs))
     return state
+
+
+def first_point(X: Tensor, Y: Tensor, beta0, l1: Tensor, l2: Tensor, smoothing: float, K, equality: bool):
+    """(b0, its (primal, dual, gap), the interior point near it [B, S, W]) for a caller's
+    warm start ``beta0`` or, with ``equality``, the start of the tasks with lambda1 = 0
+    (``equality_start``; the others keep the centre 1/W). A b0 that already meets tol is
+    the solver's answer; the iterations start from 0.99 b0 + 0.01 / W. K = X X^T where
+    lambda1 = 0 in every task (else None); Y in WORK."""
+    centre = torch.full_like(Y, 1.0 / Y.shape[-1])
+    moved = None  # the tasks that leave the centre (None: all, from a caller's beta0)
+    if equality:
+        Kw = K if K is not None else gram(X.to(WORK))
+        grad = dual_gradient(X, Y, centre, torch.zeros_like(l1), l2, smoothing, Kw)
+        moved = l1 == 0
+        beta0 = torch.where(moved, equality_start(class_block(Kw, l2, smoothing), grad), centre)
+    b0 = project_rows_to_simplex(beta0.to(WORK))
+    near = 0.99 * b0 + 0.01 * centre
+    return b0, duality_gap(X, Y, b0, l1, l2, smoothing, K), near if moved is None else torch.where(moved, near, centre)
 
 
 def per_task(l1: Tensor, value: dict) -> Tensor:

@@ -9,11 +9,10 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from fewshot_sparse.implicit import group_lasso_svm_grad
 from fewshot_sparse.implicit.certificate import certified_weights
 from fewshot_sparse.implicit.group_lasso_svm_grad import group_lasso_svm_fit
 from fewshot_sparse.solvers import compiled as compiled_solver
-from fewshot_sparse.solvers import graph_loop, group_lasso_newton
+from fewshot_sparse.solvers import graph_loop
 from fewshot_sparse.solvers.group_lasso_dual import dual_weights
 from fewshot_sparse.solvers.group_lasso_ipm import InteriorPointSolver, track_best
 from fewshot_sparse.solvers.group_lasso_newton import adjoint_solve
@@ -95,25 +94,28 @@ def test_the_compiled_adjoint_solve_gives_the_plain_solution(D, fresh_compile):
     torch.testing.assert_close(fused, plain, atol=1e-9 * float(plain.abs().max()), rtol=0)
 
 
-def test_a_compiled_fit_gives_the_plain_weights_and_gradients(fresh_compile, monkeypatch):
+@pytest.mark.parametrize("fractions,backward", [
+    ([0.0, 0.05, 0.3, 0.8], ["weights_pullback", "face_and_curvature", "face_solve", "parameter_pullback"]),
+    ([0.0] * 4, ["weights_pullback", "kronecker_adjoint", "parameter_pullback"]),
+])
+def test_a_compiled_fit_gives_the_plain_weights_and_gradients(fractions, backward, fresh_compile, monkeypatch):
     """group_lasso_svm_fit with the compiled solver: the implicit backward takes the
-    compiled pullbacks and adjoint solve too."""
+    compiled pullbacks and adjoint solve too (class blocks where lambda1 = 0 everywhere)."""
     called = []
-    for module in (group_lasso_newton, group_lasso_svm_grad):
-        monkeypatch.setattr(module, "compiled_call", lambda fn, *a, **k: called.append(fn.__name__)
-                            or compiled_solver.compiled_call(fn, *a, **k))
+    record = compiled_solver._call_compiled
+    monkeypatch.setattr(compiled_solver, "_call_compiled", lambda fn, *a: called.append(fn.__name__) or record(fn, *a))
     X, Y = relu_task(59, *SHAPE, batch=4)
-    l1 = lambda1_all_off(X, Y) * torch.tensor([0.0, 0.05, 0.3, 0.8], dtype=X.dtype)
+    l1 = lambda1_all_off(X, Y) * torch.tensor(fractions, dtype=X.dtype)
     query = torch.randn(4, 30, SHAPE[1], generator=torch.Generator().manual_seed(59), dtype=X.dtype)
     results = []
     for c in (False, True):
         x = X.clone().requires_grad_()
         W, _, info = group_lasso_svm_fit(x, Y, l1, 0.5, GroupLassoSVMDual(tol=1e-9, sync_free=True, compiled=c))
+        called.clear()
         torch.tanh(query @ W).sum().backward()
         assert info.converged.all()
         results.append((W.detach(), x.grad))
-        assert called == ([] if not c else ["weights_pullback", "face_and_curvature", "face_solve",
-                                            "parameter_pullback"])
+        assert called == (backward if c else [])
     for got, want in zip(results[1], results[0]):
         torch.testing.assert_close(got, want, atol=1e-8 * float(want.abs().max()), rtol=0)
 
