@@ -56,10 +56,18 @@ def check_inputs(X: Tensor, Y: Tensor) -> None:
         raise ValueError(f"X and Y must be on one device, got {X.device} and {Y.device}")
 
 
+LAMBDA_ERROR = "need finite lambda2 > 0 and lambda1 >= 0 in every task"
+
+
+def invalid_lambdas(l1: Tensor, l2: Tensor) -> Tensor:
+    """[] bool: some task's lambda1 < 0, lambda2 <= 0, or either not finite."""
+    return (l2 <= 0).any() | (l1 < 0).any() | ~(torch.isfinite(l1).all() & torch.isfinite(l2).all())
+
+
 def check_lambdas(l1: Tensor, l2: Tensor) -> None:
     """lambda1 >= 0 and lambda2 > 0 in every task (one host sync, before any iteration)."""
-    if bool((l2 <= 0).any()) or bool((l1 < 0).any()) or not bool(torch.isfinite(l1).all() & torch.isfinite(l2).all()):
-        raise ValueError("need finite lambda2 > 0 and lambda1 >= 0 in every task")
+    if bool(invalid_lambdas(l1, l2)):
+        raise ValueError(LAMBDA_ERROR)
 
 
 _ROUNDING_FLOOR = 0.5  # fitted on D = 64 / 640 / 16,000 features (math.md 6, "Dtypes")
@@ -88,6 +96,15 @@ def needs_float64(X: Tensor, lambda2: Scalar, tol: float) -> bool:
     """Whether X's dtype is too coarse for a solve to ``tol``: some task's
     ``rounding_floor`` above tol / 2 (weak regularisation; one host sync)."""
     return bool((rounding_floor(X, lambda2) > tol / 2).any())
+
+
+def solve_flags(X: Tensor, l1: Tensor, l2: Tensor, tol: float) -> Tuple[Tensor, Tensor]:
+    """(flags [4] bool: [invalid lambdas, some lambda1 > 0, some lambda1 = 0, X's dtype too
+    coarse for tol (``needs_float64``)], the rounding floor [B]) for l1, l2 [B, 1, 1]: what
+    a solver's set-up branches on, read in one host sync."""
+    floor = rounding_floor(X, l2)
+    flags = [invalid_lambdas(l1, l2), (l1 > 0).any(), (l1 == 0).any(), (floor > tol / 2).any()]
+    return torch.stack(flags), floor
 
 
 def correlations(X: Tensor, R: Tensor) -> Tensor:

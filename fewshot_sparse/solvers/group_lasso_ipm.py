@@ -36,13 +36,12 @@ from fewshot_sparse.solvers.compiled import compiled_call, maybe_compiled
 from fewshot_sparse.solvers.dual_hessian import static_width
 from fewshot_sparse.solvers.graph_loop import graph_loop
 from fewshot_sparse.solvers.group_lasso_dual import (
+    LAMBDA_ERROR,
     Scalar,
     check_inputs,
-    check_lambdas,
     duality_gap,
-    needs_float64,
-    rounding_floor,
     safe_groups,
+    solve_flags,
     task_param,
 )
 from fewshot_sparse.solvers.group_lasso_newton import face_newton_step
@@ -119,13 +118,16 @@ class InteriorPointSolver:
         B, S, W = Y.shape
         l1 = task_param(lambda1, B, X).detach().to(WORK)
         l2 = task_param(lambda2, B, X).detach().to(WORK)
-        check_lambdas(l1, l2)
+        flags, floor = maybe_compiled(self.compiled, solve_flags, X, l1, l2, self.tol)
+        invalid, some_on, some_off, coarse = flags.tolist()  # the set-up's one host sync
+        if invalid:
+            raise ValueError(LAMBDA_ERROR)
         s = self.smoothing
         Yw = Y.to(WORK)
         c = dict(X=X, Y=Yw, l1=l1, l2=l2)
         # lambda1 = 0 in every task and S <= D: f is quadratic, K = X X^T carries it all
         K = None
-        if X.shape[1] <= X.shape[2] and not bool((l1 > 0).any()):
+        if X.shape[1] <= X.shape[2] and not some_on:
             Xw = X.to(WORK)
             c["K"] = K = torch.bmm(Xw, Xw.transpose(1, 2))
             c["A"] = class_block(K, l2, s)  # H in class blocks
@@ -133,7 +135,7 @@ class InteriorPointSolver:
         # (ipm_groups.py, docs/math.md 6); the gaps, the stopping test and the polish use f
         smooth = K is None
         out_dtype = X.dtype
-        if smooth and needs_float64(X, l2, self.tol):  # weak regularisation: float32 is too coarse
+        if smooth and coarse:  # weak regularisation: float32 is too coarse (needs_float64)
             X = c["X"] = X.to(WORK)
         sync_free = X.device.type != "cpu" if self.sync_free is None else self.sync_free
         graph = (sync_free and X.device.type == "cuda") if self.cuda_graph is None else self.cuda_graph
@@ -144,7 +146,7 @@ class InteriorPointSolver:
         o = Options(smooth, sync_free, s)
         c["floor"] = per_task(l1, _RESIDUAL_FLOOR)  # per task, as z's start below
         # gap-safe screening (s > 0, lambda1 > 0): certified-zero groups leave the features
-        screen = s > 0 and smooth and not sync_free and bool((l1 > 0).any())
+        screen = s > 0 and smooth and not sync_free and some_on
         col_norms = torch.linalg.vector_norm(X, dim=1).to(WORK) if screen else None
         if smooth:
             c["l1x"] = l1.to(X.dtype)
@@ -154,7 +156,7 @@ class InteriorPointSolver:
         warm = beta0 is not None  # the caller's warm start (not the lambda1 = 0 start below)
         # the tasks with lambda1 = 0 start from the minimiser on the affine set (shifted),
         # in any batch, so that a task's iterates do not depend on its batch-mates
-        equality = not warm and X.shape[1] <= X.shape[2] and bool((l1 == 0).any())
+        equality = not warm and X.shape[1] <= X.shape[2] and some_off
         start = None
         if warm or equality:
             b0, gaps, beta = maybe_compiled(self.compiled, first_point, X, Yw, None if equality else beta0.detach(),
@@ -179,7 +181,7 @@ class InteriorPointSolver:
         # a task whose best gap stays near X's rounding floor without halving over
         # _STALL_CHECKS checks has stalled there: it stops (unconverged; the fit then runs
         # in float64, implicit/group_lasso_svm_grad.py) rather than run to max_iter
-        near_floor = _STALL_NEAR * rounding_floor(X, l2) if smooth and X.dtype != WORK else None
+        near_floor = _STALL_NEAR * floor if smooth and X.dtype != WORK else None
         best_gaps = []  # the best gaps of the last _STALL_CHECKS checks (near_floor only)
         check = functools.partial(compiled_call, track_best) if self.compiled else track_best
         for k in range(self.max_iter + 1):

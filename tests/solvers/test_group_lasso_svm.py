@@ -149,10 +149,10 @@ def test_bad_inputs_are_refused():
         solver.run(X[0], Y[0], 0.1, 1.0)
     with pytest.raises(ValueError):
         solver.run(X, Y[:, :5], 0.1, 1.0)
-    with pytest.raises(ValueError):
-        solver.run(X, Y, 0.1, 0.0)
-    with pytest.raises(ValueError):
-        solver.run(X, Y, -1.0, 1.0)
+    for method in ("ipm", "fista"):
+        for l1, l2 in ((0.1, 0.0), (-1.0, 1.0), (float("nan"), 1.0), (0.1, float("inf"))):
+            with pytest.raises(ValueError, match="finite lambda2 > 0 and lambda1 >= 0"):
+                GroupLassoSVMDual(method=method).run(X, Y, l1, l2)
     with pytest.raises(ValueError):
         solver.run(X, Y, torch.tensor([0.1, 0.2]), 1.0)
     with pytest.raises(ValueError):
