@@ -9,7 +9,8 @@
 # at most about 9 minutes in all: one 10-minute device call. In order of importance:
 #   1. every test marked `gpu` (CUDA against CPU: solver, sync-free mode, the captured
 #      CUDA graph against the eager CUDA loop, the lower-triangle Newton matrix, heads,
-#      engine, data; the compiled solver against the plain one after the target)
+#      engine, data; after the target, the compiled solver and the compiled head, forward
+#      + backward, against the plain ones)
 #   2. the GPU target: 8 tasks, 5-way 15-shot, ResNet-12 features (D = 16,000),
 #      gap <= 1e-4, head forward + backward (target: <= 5 ms), with the CUDA graph (the
 #      default), with the graph and the compiled solver (rows "compiled/cuda"; the

@@ -181,3 +181,26 @@ def test_the_compiled_captured_solver_takes_the_plain_cuda_steps(fresh_compile):
         # values lie within tol of the optimum
         scale = torch.maximum(i_p.primal.abs(), torch.ones_like(i_p.primal))
         assert ((i_c.primal - i_p.primal).abs() <= 2e-5 * scale).all()
+
+
+@pytest.mark.gpu
+def test_a_compiled_cuda_fit_gives_the_plain_weights_and_gradients(fresh_compile):
+    """The whole head on CUDA in float32, compiled (the certificate, the pullbacks and
+    the adjoint solve through Triton) against plain: both solutions within tol, so W and
+    the gradients agree to the accuracy the tolerance allows."""
+    dev = torch.device("cuda")
+    X, Y = relu_task(57, *SHAPE, batch=4, dtype=torch.float32)
+    l1 = lambda1_all_off(X, Y) * torch.tensor([0.0, 0.05, 0.3, 0.8], dtype=X.dtype)
+    query = torch.rand(4, 30, SHAPE[1], generator=torch.Generator().manual_seed(57), dtype=X.dtype).to(dev)
+    X, Y, l1 = X.to(dev), Y.to(dev), l1.to(dev)
+    results = []
+    for c in (False, True):
+        x, lam = X.clone().requires_grad_(), l1.clone().requires_grad_()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*torch.compile")
+            W, _, info = group_lasso_svm_fit(x, Y, lam, 0.5, GroupLassoSVMDual(tol=1e-6, compiled=c))
+            torch.tanh(query @ W).sum().backward()
+        assert info.converged.all(), info.summary()
+        results.append((W.detach(), x.grad, lam.grad))
+    for got, want in zip(results[1], results[0]):
+        assert float((got - want).abs().max()) <= 1e-2 * float(want.abs().max())
