@@ -60,9 +60,9 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
             return None, None, None, None, None, None, None, None
         B, s = X.shape[0], ctx.smoothing
         l1, l2 = task_param(lambda1, B, X), task_param(lambda2, B, X)
-        g_beta = maybe_compiled(ctx.compiled, weights_pullback, X, Y, beta, l1, l2, G)
-        u = adjoint_solve(X, Y, beta, l1, l2, s, g_beta, ctx.compiled)
-        dX, dl1, dl2 = maybe_compiled(ctx.compiled, parameter_pullback, X, Y, beta, l1, l2, s, G, u)
+        g_beta, V = maybe_compiled(ctx.compiled, weights_pullback, X, Y, beta, l1, l2, G)
+        u = adjoint_solve(X, Y, beta, l1, l2, s, g_beta, ctx.compiled, V)
+        dX, dl1, dl2 = maybe_compiled(ctx.compiled, parameter_pullback, X, Y, beta, l1, l2, s, G, u, V)
         return (dX if need[0] else None, _to_shape(dl1, lambda1) if need[1] else None,
                 _to_shape(dl2, lambda2) if need[2] else None, None, None, None, None, None)
 

@@ -105,11 +105,12 @@ def face_basis(free: Tensor) -> Tensor:
     return evecs[..., 1:] * (evals[..., 1:] > 0.5).to(evecs.dtype)[..., None, :]
 
 
-def kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs: Tensor, free: Tensor) -> Tensor:
+def kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs: Tensor, free: Tensor, V: Optional[Tensor] = None) -> Tensor:
     """``kkt_solve`` with H at beta in factored form (``face_solve``), for lambda1 > 0; the
     tasks whose factorisation fails (a singular face beyond the ridge) take the dense form,
-    which falls back to the pseudo-inverse. Returns u [B, S, W] in rhs's dtype."""
-    u, bad = face_solve(X, Y, beta, l1, l2, smoothing, rhs, free)
+    which falls back to the pseudo-inverse. Returns u [B, S, W] in rhs's dtype. V = X^T
+    (Y - beta) where the caller has it."""
+    u, bad = face_solve(X, Y, beta, l1, l2, smoothing, rhs, free, V=V)
     return _dense_where_failed(u, bad, X, Y, beta, l1, l2, smoothing, rhs, free)
 
 
@@ -167,29 +168,30 @@ def kronecker_adjoint(X, Y, beta, l1, l2, smoothing: float, rhs: Tensor) -> Tens
     return kkt_solve_kronecker(class_block(K, l2, smoothing), rhs, free)
 
 
-def face_and_curvature(X, Y, beta, l1, l2, smoothing: float):
-    """(free entries [B, S, W], V = X^T (Y - beta), the curvature at beta, the largest count
-    of rank-one groups in a task []) for the compiled adjoint solve: one compiled call and
+def face_and_curvature(X, Y, beta, l1, l2, smoothing: float, V: Tensor):
+    """(free entries [B, S, W], the curvature at beta, the largest count of rank-one groups
+    in a task []) for the compiled adjoint solve, V = X^T (Y - beta): one compiled call and
     one host read of the count."""
-    V = correlations(X, Y - beta.to(torch.float64))
     at_beta = curvature(V, l1)
-    return free_entries(X, Y, beta, l1, l2, smoothing), V, at_beta, at_beta[3].sum(-1).amax()
+    return free_entries(X, Y, beta, l1, l2, smoothing), at_beta, at_beta[3].sum(-1).amax()
 
 
 def adjoint_solve(X: Tensor, Y: Tensor, beta: Tensor, l1: Tensor, l2: Tensor, smoothing: float, rhs: Tensor,
-                  compiled: bool = False) -> Tensor:
+                  compiled: bool = False, V: Optional[Tensor] = None) -> Tensor:
     """The implicit gradient's adjoint system at a solution beta (docs/math.md, 7):
     H_FF u + E w = rhs_F, E^T u = 0, u = 0 off the free entries F. Class blocks when
     lambda1 = 0 in every task (and S <= D; one Gram matrix serves F and the solve), the
     factored face solve otherwise. ``compiled``: the face identification and the factored
     solve run through torch.compile (compiled.py), the rank-one groups gathered to a
-    static width read in one host sync (the same solution to round-off)."""
+    static width read in one host sync (the same solution to round-off). V = X^T (Y -
+    beta) where the caller has it."""
     if X.shape[1] <= X.shape[2] and not bool((l1 > 0).any()):
         return maybe_compiled(compiled, kronecker_adjoint, X, Y, beta, l1, l2, smoothing, rhs)
     if not compiled:
         free = free_entries(X, Y, beta, l1, l2, smoothing)
-        return kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs, free)
-    free, V, at_beta, widest = compiled_call(face_and_curvature, X, Y, beta, l1, l2, smoothing)
+        return kkt_solve_factored(X, Y, beta, l1, l2, smoothing, rhs, free, V)
+    V = correlations(X, Y - beta.to(torch.float64)) if V is None else V
+    free, at_beta, widest = compiled_call(face_and_curvature, X, Y, beta, l1, l2, smoothing, V)
     width = static_width(int(widest), X.shape[-1])
     u, bad = compiled_call(face_solve, X, Y, beta, l1, l2, smoothing, rhs, free, gather=False, width=width, V=V,
                            curvature_at_beta=at_beta)

@@ -60,13 +60,13 @@ def _autograd_reference(X, Y, beta, lambda1, lambda2, s, G, u):
 @pytest.mark.parametrize("l1_scale,s", [(0.0, 0.0), (0.4, 0.0), (0.4, 1.0), (1.0, 0.0), (100.0, 1.0)])
 def test_the_pullbacks_are_autograds_through_the_maps(dtype, l1_scale, s):
     X, Y, beta, G, u = _problem(1, dtype)
-    V = X.double().transpose(1, 2) @ (Y.double() - beta)
-    typical = V.norm(dim=-1).median()
+    V64 = X.double().transpose(1, 2) @ (Y.double() - beta)
+    typical = V64.norm(dim=-1).median()
     lambda1 = (l1_scale * typical * torch.tensor([0.5, 1.0, 1.5], dtype=torch.float64)).to(dtype)  # per task
     lambda2 = torch.tensor(0.7, dtype=dtype)  # one for all tasks
     l1, l2 = task_param(lambda1, 3, X), task_param(lambda2, 3, X)
-    g_beta = weights_pullback(X, Y, beta, l1, l2, G)
-    dX, dl1, dl2 = parameter_pullback(X, Y, beta, l1, l2, s, G, u)
+    g_beta, V = weights_pullback(X, Y, beta, l1, l2, G)
+    dX, dl1, dl2 = parameter_pullback(X, Y, beta, l1, l2, s, G, u, V)
     ref_beta, ref_X, ref_l1, ref_l2 = _autograd_reference(X, Y, beta, lambda1, lambda2, s, G, u)
     tol = 1e-10 if dtype == torch.float64 else 1e-5
     assert g_beta.dtype == beta.dtype and dX.dtype == dtype
