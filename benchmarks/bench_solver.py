@@ -197,6 +197,15 @@ def ratio(slow: float, fast: float) -> str:
 
 
 # --------------------------------------------------------------------------------- grid
+class PrintedRows(list):
+    """A configuration's rows, each printed as soon as it is measured: a run cut short by a
+    time limit (benchmarks/gpu_check.sh boxes every part) keeps the rows it finished."""
+
+    def append(self, row: str) -> None:
+        super().append(row)
+        print(row, flush=True)
+
+
 def bench_config(args, batch, feat, shot, l1_kind, l2, s, devices, out: List[str]) -> None:
     x = batch["support"]
     Y = F.one_hot(batch["labels"], N_WAY).to(x.dtype)
@@ -316,9 +325,7 @@ def main(argv=None) -> None:
         if batch["encoder_ms"] is not None:
             print(f"# ResNet-12 forward of these {args.tasks} episodes ({shot}-shot): {batch['encoder_ms']:.0f} ms")
         for l1_kind, l2, s in itertools.product(args.lambda1, args.lambda2, args.smoothing):
-            lines: List[str] = []
-            bench_config(args, batch, feat, shot, l1_kind, l2, s, devices, lines)
-            print("\n".join(lines), flush=True)
+            bench_config(args, batch, feat, shot, l1_kind, l2, s, devices, PrintedRows())
 
 
 if __name__ == "__main__":

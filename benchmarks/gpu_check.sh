@@ -14,7 +14,8 @@
 #   2. the GPU target: 8 tasks, 5-way 15-shot, ResNet-12 features (D = 16,000),
 #      gap <= 1e-4, head forward + backward (target: <= 5 ms), with the CUDA graph (the
 #      default), with the graph and the compiled solver (rows "compiled/cuda"; the
-#      compile itself is not timed) and without the graph (rows "eager/cuda")
+#      compile itself is not timed) and without the graph (rows "eager/cuda"); active
+#      lambda1 first, then lambda1 = 0, each row printed as soon as it is measured
 #   3. kernels per iteration (ReLU features, D = 640, 15-shot; counted on the CPU) and
 #      the time of one on CUDA, with and without the graph, and the compiled solve's time
 #      (bench_kernels.py --cuda)
@@ -34,7 +35,7 @@ timeout 140 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
     tests/engine/test_engine_step.py \
     tests/heads/test_heads_contract.py tests/data/test_data_sampler.py 2>&1 | tee "$out/gpu_tests.txt"
 timeout 200 python3 benchmarks/bench_solver.py --device cuda --features backbone --shots 15 \
-    --lambda1 0 active --lambda2 1 --smoothing 0 --no-cvx --no-fista --repeats 5 --compiled 2>&1 | tee "$out/target.txt"
+    --lambda1 active 0 --lambda2 1 --smoothing 0 --no-cvx --no-fista --repeats 5 --compiled 2>&1 | tee "$out/target.txt"
 # the compiled solver's GPU test apart: compiling for the GPU takes a while
 timeout 80 python3 -m pytest -q -p no:cacheprovider -m gpu -rs tests/solvers/test_compiled_solver.py 2>&1 \
     | tee -a "$out/gpu_tests.txt"
