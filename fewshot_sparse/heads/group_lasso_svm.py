@@ -55,10 +55,10 @@ class GroupLassoSVMHead(nn.Module):
                    or "fista" (first-order twin); see fewshot_sparse.solvers.group_lasso_svm
     cuda_graph     on CUDA, replay each solver iteration as one captured CUDA graph (the
                    default; false launches every operation, and frees the graph's memory)
-    compiled       fuse the solver's iterations (and its start and checks) with torch.compile
-                   (the sync-free mode, on any device): a few dozen kernels an iteration
-                   instead of a few hundred, after tens of seconds of compiling per episode
-                   shape (docs/usage.md, "GPU speed")
+    compiled       fuse the solver's iterations (its start, checks and implicit gradient
+                   too) with torch.compile (the sync-free mode, on any device): a few dozen
+                   kernels an iteration instead of a few hundred, after tens of seconds of
+                   compiling per episode shape (docs/usage.md, "GPU speed")
     mode           "implicit" (exact gradients from the optimality conditions) or
                    "unrolled" (autograd through the iterations; for comparison only)
     learn_lambdas  learn lambda1 and lambda2 in log-space (a lambda of 0 stays fixed at 0)

@@ -95,7 +95,12 @@ def rounding_floor(X: Tensor, lambda2: Scalar) -> Tensor:
 def needs_float64(X: Tensor, lambda2: Scalar, tol: float) -> bool:
     """Whether X's dtype is too coarse for a solve to ``tol``: some task's
     ``rounding_floor`` above tol / 2 (weak regularisation; one host sync)."""
-    return bool((rounding_floor(X, lambda2) > tol / 2).any())
+    return bool(too_coarse(rounding_floor(X, lambda2), tol))
+
+
+def too_coarse(floor: Tensor, tol: float) -> Tensor:
+    """[] bool: some task's rounding floor [B] above tol / 2."""
+    return (floor > tol / 2).any()
 
 
 def solve_flags(X: Tensor, l1: Tensor, l2: Tensor, tol: float) -> Tuple[Tensor, Tensor]:
@@ -103,7 +108,7 @@ def solve_flags(X: Tensor, l1: Tensor, l2: Tensor, tol: float) -> Tuple[Tensor, 
     coarse for tol (``needs_float64``)], the rounding floor [B]) for l1, l2 [B, 1, 1]: what
     a solver's set-up branches on, read in one host sync."""
     floor = rounding_floor(X, l2)
-    flags = [invalid_lambdas(l1, l2), (l1 > 0).any(), (l1 == 0).any(), (floor > tol / 2).any()]
+    flags = [invalid_lambdas(l1, l2), (l1 > 0).any(), (l1 == 0).any(), too_coarse(floor, tol)]
     return torch.stack(flags), floor
 
 

@@ -44,9 +44,10 @@ class GroupLassoSVMDual:
     sync_free    "ipm": no host synchronisation between checks (None: off the CPU only)
     cuda_graph   "ipm": each iteration replayed as one captured CUDA graph (None: on CUDA in
                  the sync-free mode; True elsewhere runs its uncaptured twin)
-    compiled     "ipm": its start, iterations and checks fused by torch.compile (sync-free
-                 mode; compiles once per shape, tens of seconds: for long runs of one
-                 shape); also the implicit gradient's adjoint solve (any method)
+    compiled     "ipm": its set-up, start, iterations and checks fused by torch.compile
+                 (sync-free mode; compiles once per shape, tens of seconds: for long runs
+                 of one shape); also the fit's float32 certificate and the implicit
+                 gradient's pullbacks and adjoint solve (any method)
     """
 
     tol: float = 1e-4
