@@ -18,6 +18,7 @@ from fewshot_sparse.data.episodes import EpisodeBatch
 from fewshot_sparse.encoders import ENCODERS, build_encoder
 from fewshot_sparse.errors import ConfigError
 from fewshot_sparse.heads import HEADS, build_head
+from fewshot_sparse.heads.common import autocast_off
 from fewshot_sparse.heads.output import HeadOutput
 from fewshot_sparse.heads.validation import check_head_options
 
@@ -62,10 +63,9 @@ class EpisodicModel(nn.Module):
 
     def forward(self, batch: EpisodeBatch, amp: bool = False) -> HeadOutput:
         support, query = self.features(batch, amp=amp)
-        # The head is solved in float32 even inside an outer autocast region.
-        ctx = (torch.autocast("cuda", enabled=False) if support.is_cuda
-               else contextlib.nullcontext())
-        with ctx:
+        # The head is solved in float32 even inside an outer autocast region (the package's
+        # heads see to it themselves; this covers any other head module)
+        with autocast_off(support.device):
             return self.head(query, support, batch.support_labels, batch.n_way)
 
 

@@ -1,19 +1,34 @@
-"""Small pieces the heads share: the solve dtype, one-hot targets, scalar hyperparameters
-(:class:`HyperParameter`; ``solvers`` uses the name ``Scalar`` for a float-or-tensor type)."""
+"""Small pieces the heads share: the solve dtype and autocast policy, one-hot targets,
+scalar hyperparameters (:class:`HyperParameter`; ``solvers`` uses the name ``Scalar`` for
+a float-or-tensor type)."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import Tensor, nn
 
 from fewshot_sparse.heads.validation import check_nonnegative
+from fewshot_sparse.solvers.autocast import autocast_off
 
 
 def solve_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; float32, float16 and bfloat16 are solved in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def outside_autocast(forward):
+    """A head's ``forward(query, support, ...)`` run under ``autocast_off(support.device)``:
+    a head solves in ``solve_dtype`` inside a caller's mixed-precision region too."""
+
+    @functools.wraps(forward)
+    def wrapped(self, query: Tensor, support: Tensor, *args, **kwargs):
+        with autocast_off(support.device):
+            return forward(self, query, support, *args, **kwargs)
+
+    return wrapped
 
 
 def one_hot(labels: Tensor, n_way: int, dtype: torch.dtype) -> Tensor:

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from fewshot_sparse.heads.common import HyperParameter, active_rows, one_hot, solve_dtype
+from fewshot_sparse.heads.common import HyperParameter, active_rows, one_hot, outside_autocast, solve_dtype
 from fewshot_sparse.heads.output import HeadOutput
 from fewshot_sparse.heads.validation import check_head_inputs, check_nonnegative
 from fewshot_sparse.implicit.group_lasso_svm_grad import group_lasso_svm_fit
@@ -65,7 +65,8 @@ class GroupLassoSVMHead(nn.Module):
     learn_scale    learn the logit scale (MetaOptNet's ``scale``), initialised to init_scale
 
     The solve runs in float64 for float64 features, in float32 otherwise (float16 and
-    bfloat16 features are cast up); outputs are in that dtype. ``active`` marks the
+    bfloat16 features are cast up), with autocast off inside a caller's mixed-precision
+    region; outputs are in that dtype. ``active`` marks the
     features with a non-zero weight row; ``info`` is the solver's per-task report
     (iterations, gap, converged): the head never warns, its callers aggregate ``info``.
     ``beta`` is the dual solution [B, S, W] (detached); pass it back as ``beta0=`` to
@@ -103,6 +104,7 @@ class GroupLassoSVMHead(nn.Module):
                                         sync_free=True if compiled else None, compiled=compiled)
         self.mode = mode
 
+    @outside_autocast
     def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int,
                 beta0: Optional[Tensor] = None) -> HeadOutput:
         check_head_inputs(query, support, support_labels, n_way)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from fewshot_sparse.heads.common import HyperParameter, active_rows, one_hot, solve_dtype
+from fewshot_sparse.heads.common import HyperParameter, active_rows, one_hot, outside_autocast, solve_dtype
 from fewshot_sparse.heads.output import HeadOutput
 from fewshot_sparse.heads.validation import check_head_inputs
 
@@ -20,6 +20,7 @@ class ProtoNetHead(nn.Module):
         self.normalize = bool(normalize)
         self.scale = HyperParameter("scale", init_scale, learnable=learn_scale)
 
+    @outside_autocast
     def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> HeadOutput:
         check_head_inputs(query, support, support_labels, n_way)
         dtype = solve_dtype(support.dtype)

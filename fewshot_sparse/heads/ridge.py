@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from fewshot_sparse.heads.common import HyperParameter, active_rows, one_hot, solve_dtype
+from fewshot_sparse.heads.common import HyperParameter, active_rows, one_hot, outside_autocast, solve_dtype
 from fewshot_sparse.heads.output import HeadOutput
 from fewshot_sparse.heads.validation import check_head_inputs
 from fewshot_sparse.solvers.ridge import ridge_weights
@@ -34,6 +34,7 @@ class RidgeHead(nn.Module):
         self.scale = HyperParameter("scale", init_scale, learnable=learn_scale)
         self.bias = HyperParameter("bias", init_bias, learnable=learn_bias)
 
+    @outside_autocast
     def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> HeadOutput:
         check_head_inputs(query, support, support_labels, n_way)
         dtype, device = solve_dtype(support.dtype), support.device

@@ -30,6 +30,7 @@ from fewshot_sparse.solvers.group_lasso_dual import (
     needs_float64,
     task_param,
 )
+from fewshot_sparse.solvers.autocast import autocast_off
 from fewshot_sparse.solvers.compiled import maybe_compiled
 from fewshot_sparse.solvers.group_lasso_fista import fista_step
 from fewshot_sparse.solvers.group_lasso_newton import adjoint_solve
@@ -54,6 +55,11 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, G):
+        with autocast_off(G.device):  # a backward called inside an autocast region too
+            return _ImplicitGroupLassoSVM._backward(ctx, G)
+
+    @staticmethod
+    def _backward(ctx, G):
         X, lambda1, lambda2, Y, beta = ctx.saved_tensors
         need = ctx.needs_input_grad[:3]
         if not any(need):
@@ -93,7 +99,12 @@ def group_lasso_svm_fit(
     is formed from a float64 copy of X and rounded to X's dtype. Near X's rounding floor
     the report is the gap of the W returned, evaluated in float64, and tasks that miss tol
     there are fitted again in float64, warm-started (``iterations`` then counts both
-    fits)."""
+    fits). Autocast is off inside (solvers/autocast.py)."""
+    with autocast_off(X.device):
+        return _fit(X, Y, lambda1, lambda2, solver, mode, beta0)
+
+
+def _fit(X, Y, lambda1, lambda2, solver: GroupLassoSVMDual, mode: str, beta0: Optional[Tensor]):
     if mode not in ("implicit", "unrolled"):
         raise ValueError(f"mode must be 'implicit' or 'unrolled', got {mode!r}")
     check_inputs(X, Y)

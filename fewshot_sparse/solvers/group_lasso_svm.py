@@ -19,6 +19,7 @@ from typing import Optional, Tuple, Union
 
 from torch import Tensor
 
+from fewshot_sparse.solvers.autocast import autocast_off
 from fewshot_sparse.solvers.group_lasso_dual import Scalar
 from fewshot_sparse.solvers.group_lasso_fista import FistaSolver
 from fewshot_sparse.solvers.group_lasso_ipm import InteriorPointSolver
@@ -82,5 +83,7 @@ class GroupLassoSVMDual:
         shape [] or [B], beta0 an optional warm start. Returns (beta [B, S, W], SolverInfo);
         beta in float64 from "ipm" (its iterates' dtype: float32 would cost W its digits,
         docs/math.md 6, "Dtypes"), in X's dtype from "fista". No autograd:
-        fewshot_sparse.implicit differentiates the solution."""
-        return self.algorithm().run(X, Y, lambda1, lambda2, beta0)
+        fewshot_sparse.implicit differentiates the solution. Autocast is off inside
+        (autocast.py)."""
+        with autocast_off(X.device):
+            return self.algorithm().run(X, Y, lambda1, lambda2, beta0)
