@@ -79,6 +79,11 @@ def _to_shape(per_task: Tensor, lam: Tensor) -> Tensor:
     return per_task.sum() if lam.dim() == 0 else per_task.reshape(lam.shape)
 
 
+# a caller's torch.compile (a compiled model around the head) calls the fit as one opaque
+# step: traced, the solver's loop and host syncs made dozens of graphs (60 s to compile
+# one 5-way 5-shot head on the CPU, again for each new shape); ``compiled=True`` compiles
+# the solver's own parts
+@torch.compiler.disable
 def group_lasso_svm_fit(
     X: Tensor,
     Y: Tensor,
