@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Union
+from typing import Tuple, Union
 
 import torch
 from torch import Tensor
@@ -71,25 +71,45 @@ def check_head_inputs(query: Tensor, support: Tensor, support_labels: Tensor, n_
             f"query on {query.device}, support on {support.device}, "
             f"support_labels on {support_labels.device}"
         )
-    lo, hi = int(support_labels.min()), int(support_labels.max())
+    _check_values(query, support, support_labels, n_way)
+
+
+def _value_summary(query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> list:
+    """[lowest label, highest label, (task, class) pairs without a support example, the
+    first such pair's flat index, max |support|, max |query|], read in one host sync: a
+    head call on a GPU waits once, not seven times. A max |x| is NaN or inf where the
+    tensor holds a NaN or an inf (amax propagates NaN). float32 on MPS (no float64
+    there): label values beyond 2^24 then print rounded."""
+    b = support.shape[0]
+    labels = support_labels.long()
+    # counts by comparison, not scatter_add_ (nondeterministic under CUDA's deterministic
+    # mode), on labels clamped to 0..n_way-1 (an out-of-range one is reported first)
+    counts = (labels.clamp(0, n_way - 1)[..., None] == torch.arange(n_way, device=labels.device)).sum(1)
+    missing = (counts == 0).reshape(b * n_way)
+    parts = [labels.min(), labels.max(), missing.sum(), missing.to(torch.int8).argmax(),
+             torch.linalg.vector_norm(support.detach(), float("inf")),
+             torch.linalg.vector_norm(query.detach(), float("inf")) if query.numel() else torch.zeros((), device=query.device)]
+    dtype = torch.float32 if support.device.type == "mps" else torch.float64
+    return torch.stack([p.to(dtype) for p in parts]).tolist()
+
+
+def _check_values(query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> None:
+    lo, hi, n_missing, first_missing, support_max, query_max = _value_summary(query, support, support_labels, n_way)
     if lo < 0 or hi >= n_way:
         raise ValueError(
-            f"support_labels must lie in 0..{n_way - 1} (n_way={n_way}), got values in {lo}..{hi}"
+            f"support_labels must lie in 0..{n_way - 1} (n_way={n_way}), got values in {int(lo)}..{int(hi)}"
         )
-    counts = torch.zeros(b, n_way, dtype=torch.int64, device=support_labels.device)
-    counts.scatter_add_(1, support_labels.long(), torch.ones_like(support_labels, dtype=torch.int64))
-    missing = (counts == 0).nonzero()
-    if missing.numel():
-        task, cls = (int(v) for v in missing[0])
+    if n_missing:
+        task, cls = divmod(int(first_missing), n_way)
         raise ValueError(
             f"support_labels: class {cls} has no support example in task {task} "
-            f"({missing.shape[0]} (task, class) pairs missing); every one of the n_way="
+            f"({int(n_missing)} (task, class) pairs missing); every one of the n_way="
             f"{n_way} classes needs at least one"
         )
-    for name, t in (("support", support), ("query", query)):
-        if not bool(torch.isfinite(t).all()):
+    for name, biggest in (("support", support_max), ("query", query_max)):
+        if not math.isfinite(biggest):
             raise ValueError(f"{name} features contain NaN or inf")
-    check_feature_scale(query, support)
+    _check_feature_scale(query, support, (support_max, query_max))
 
 
 def max_feature_magnitude(dtype: torch.dtype, n_rows: int, dim: int) -> float:
@@ -100,17 +120,15 @@ def max_feature_magnitude(dtype: torch.dtype, n_rows: int, dim: int) -> float:
     return math.sqrt(torch.finfo(solve).max / (64.0 * max(n_rows, 1) * max(dim, 1)))
 
 
-def check_feature_scale(query: Tensor, support: Tensor) -> None:
+def _check_feature_scale(query: Tensor, support: Tensor, largest: Tuple[float, float]) -> None:
     """ValueError when features are so large that the head's sums of squares would
     overflow its solve dtype (ProtoNet gave inf, the SVM and ridge heads a raw linear
-    algebra error); the message names the argument, its largest |value| and the limit."""
+    algebra error); the message names the argument, its largest |value| (``largest``:
+    support's, query's) and the limit."""
     b, s, d = support.shape
     limit = max_feature_magnitude(support.dtype, s + query.shape[1], d)
     solve = "float64" if support.dtype == torch.float64 else "float32"
-    for name, t in (("support", support), ("query", query)):
-        if t.numel() == 0:
-            continue
-        biggest = float(t.detach().abs().amax().float())
+    for name, biggest in zip(("support", "query"), largest):
         if biggest > limit:
             raise ValueError(
                 f"{name} features too large for the head's {solve} solve: max |x| = {biggest:.3g} > {limit:.3g} (sums of squares would "

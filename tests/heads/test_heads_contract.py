@@ -16,6 +16,7 @@ from fewshot_sparse.heads import (
     ProtoNetHead,
     RidgeHead,
     build_head,
+    check_head_inputs,
 )
 from fewshot_sparse.solvers.info import SolverInfo
 
@@ -318,6 +319,22 @@ def test_cpu_and_cuda_agree(name):
     torch.testing.assert_close(cuda.logits.cpu(), cpu.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cuda.weights.cpu(), cpu.weights, rtol=1e-5, atol=1e-5)
     assert torch.equal(cuda.active.cpu(), cpu.active)
+
+
+@pytest.mark.gpu
+def test_the_input_check_reads_the_device_once():
+    """The head's input check (labels, missing classes, NaN / inf, scale) waits for the GPU
+    once, not once a check (seven before)."""
+    q, s, y, w = episode(b=4, way=5, shot=5, n_query=15, d=64, dtype=torch.float32, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_head_inputs(q, s, y, w)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert sum("synchroniz" in str(c.message) for c in caught) <= 1
 
 
 @pytest.mark.parametrize("name", ["group_lasso_svm", "svm_cs"])
