@@ -55,8 +55,15 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, G):
-        with autocast_off(G.device):  # a backward called inside an autocast region too
-            return _ImplicitGroupLassoSVM._backward(ctx, G)
+        # first order only: the pullbacks hold beta* and the adjoint u fixed, so autograd
+        # through them (create_graph=True) gave a second derivative 28% off the finite
+        # differences; under create_graph the gradients come back as _FirstOrderOnly's
+        with torch.no_grad(), autocast_off(G.device):  # a backward inside an autocast region too
+            grads = _ImplicitGroupLassoSVM._backward(ctx, G)
+        if not torch.is_grad_enabled():
+            return grads
+        inputs = [t for t in ctx.saved_tensors[:3] if t.requires_grad]
+        return tuple(_FirstOrderOnly.apply(g, *inputs) if g is not None else None for g in grads)
 
     @staticmethod
     def _backward(ctx, G):
@@ -71,6 +78,22 @@ class _ImplicitGroupLassoSVM(torch.autograd.Function):
         dX, dl1, dl2 = maybe_compiled(ctx.compiled, parameter_pullback, X, Y, beta, l1, l2, s, G, u, V)
         return (dX if need[0] else None, _to_shape(dl1, lambda1) if need[1] else None,
                 _to_shape(dl2, lambda2) if need[2] else None, None, None, None, None, None)
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """The identity on an implicit gradient, whose own gradient is an error naming the
+    head (where torch's once_differentiable names no one)."""
+
+    @staticmethod
+    def forward(ctx, grad, *inputs):
+        return grad.clone()
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError(
+            "the group-Lasso SVM's implicit gradient is first order: it cannot be differentiated "
+            "again (create_graph=True, e.g. second-order MAML); use mode='unrolled' (autograd "
+            "through FISTA's iterations) for higher-order gradients")
 
 
 def _to_shape(per_task: Tensor, lam: Tensor) -> Tensor:
