@@ -168,7 +168,7 @@ def lower_gram(Z: Tensor, dtype: torch.dtype, out: Optional[Tensor] = None) -> T
 
 @functools.lru_cache(maxsize=None)
 def _helmert(W: int) -> Tensor:
-    N = torch.zeros(W, W - 1, dtype=torch.float64)
+    N = torch.zeros(W, W - 1, dtype=torch.float64, device="cpu")  # on the host whatever the default device
     for k in range(1, W):  # column k: (1, ..., 1, -k, 0, ...) / sqrt(k (k + 1)), k ones
         N[:k, k - 1] = 1.0
         N[k, k - 1] = -float(k)

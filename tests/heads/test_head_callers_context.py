@@ -1,11 +1,12 @@
 """A head inside its caller's context: a mixed-precision (autocast) region, a model
-compiled by torch.compile."""
+compiled by torch.compile, a default device."""
 
 import pytest
 import torch
 
 from fewshot_sparse.heads import HEADS
 from fewshot_sparse.implicit.group_lasso_svm_grad import group_lasso_svm_fit
+from fewshot_sparse.solvers import ipm_systems
 from fewshot_sparse.solvers.group_lasso_svm import GroupLassoSVMDual
 
 from test_heads_contract import episode, make
@@ -69,3 +70,24 @@ def test_a_compiled_model_calls_the_fit_as_one_opaque_step():
     assert any("disable" in str(r.reason) for r in explained.break_reasons)
     torch._dynamo.reset()
     assert torch.equal(torch.compile(logits)(query, support), logits(query, support))
+
+
+@pytest.mark.parametrize("name,options", [
+    ("group_lasso_svm", {}), ("group_lasso_svm", {"method": "fista"}), ("svm_cs", {}), ("ridge", {}), ("protonet", {}),
+])
+def test_a_callers_default_device_is_never_used(name, options):
+    """Every tensor a head makes follows its inputs' device: with the default device set
+    to "meta" (no data) a CPU call still runs, forward and backward (the solver's sum-zero
+    basis was made on the default device, and failed there)."""
+    query, support, labels, way = episode(b=2, way=5, shot=5, n_query=15, d=64, dtype=torch.float32)
+    head = make(name, dtype=torch.float32, **options)
+    support = support.relu().requires_grad_()
+    ipm_systems._helmert.cache_clear()  # made anew under the default device below
+    torch.set_default_device("meta")
+    try:
+        out = head(query.relu(), support, labels, way)
+        out.logits.square().sum().backward()
+    finally:
+        torch.set_default_device("cpu")
+    assert out.logits.device.type == support.grad.device.type == "cpu"
+    assert torch.isfinite(support.grad).all()
