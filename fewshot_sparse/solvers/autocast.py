@@ -2,7 +2,8 @@
 products, float64 Newton systems; docs/math.md 6, "Dtypes") whatever autocast region a
 caller has opened. Under bfloat16 autocast their float32 products ran in bfloat16: on
 5-way 5-shot ReLU features the group-Lasso and SVM-CS heads stopped unconverged at a gap
-of 1e-2 (tol 1e-4), and the implicit gradient was 2% off."""
+of 1e-2 (tol 1e-4), and a backward called inside the region ran the implicit gradient's
+products in bfloat16 too (docs/benchmarks.md, "A head in its caller's context")."""
 
 from __future__ import annotations
 
