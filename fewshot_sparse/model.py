@@ -18,9 +18,9 @@ from fewshot_sparse.data.episodes import EpisodeBatch
 from fewshot_sparse.encoders import ENCODERS, build_encoder
 from fewshot_sparse.errors import ConfigError
 from fewshot_sparse.heads import HEADS, build_head
-from fewshot_sparse.heads.common import autocast_off
 from fewshot_sparse.heads.output import HeadOutput
 from fewshot_sparse.heads.validation import check_head_options
+from fewshot_sparse.solvers.autocast import autocast_off
 
 
 class EpisodicModel(nn.Module):
