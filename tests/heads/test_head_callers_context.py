@@ -57,7 +57,7 @@ def test_the_solver_and_the_implicit_fit_ignore_a_callers_autocast():
 def test_a_compiled_model_calls_the_fit_as_one_opaque_step():
     """torch.compile of a function around the group-Lasso head: the fit is one call that
     dynamo skips (its loop, traced, made dozens of graphs and a minute of compiling), the
-    rest compiles around it (the input checks' host reads break it too), and the output
+    rest compiles around it (the input check's host read breaks it too), and the output
     is the eager one."""
     query, support, labels, way = episode(b=2, way=5, shot=5, n_query=15, d=64, dtype=torch.float32)
     head = make("group_lasso_svm", dtype=torch.float32, tol=1e-4)
