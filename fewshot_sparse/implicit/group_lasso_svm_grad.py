@@ -1,8 +1,9 @@
 """Exact implicit differentiation of the group-Lasso SVM solution W*(X, lambda1, lambda2).
 
 All of the project's autograd through the solver lives here: the one
-``torch.autograd.Function`` and the unrolled FISTA replay it is compared against. Forward: the batched dual solver (no
-autograd), then W = W(beta*). Backward (docs/math.md, 7): the KKT conditions of the dual,
+``torch.autograd.Function`` (with the guard that makes its gradient first order only)
+and the unrolled FISTA replay it is compared against. Forward: the batched dual solver
+(no autograd), then W = W(beta*). Backward (docs/math.md, 7): the KKT conditions of the dual,
 restricted to the free simplex entries F = {beta_ic > 0} and the active feature groups
 A = {j : ||V_j|| > lambda1}, give one small dense symmetric system per task in the
 beta-space (S W unknowns); its solution u turns the VJP into
